@@ -1,0 +1,1 @@
+//! Codec configuration record readers (being built).

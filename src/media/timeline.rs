@@ -1,0 +1,1 @@
+//! Timestamp normalization for ingest (being built).
