@@ -1,0 +1,108 @@
+//! Start-up checks that turn the ways io_uring can be unavailable into one clear,
+//! actionable message instead of an executor panic.
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+/// glommio refuses to start below this (DESIGN.md).
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(
+        "io_uring is disabled by sysctl kernel.io_uring_disabled = {value}; enable it with \
+         'sysctl -w kernel.io_uring_disabled=0' (and in /etc/sysctl.d/ to keep it)"
+    )]
+    IoUringDisabled { value: u32 },
+    #[error(
+        "io_uring_setup is not permitted ({errno}): a seccomp profile blocks it (Docker's default \
+         profile does); run with --security-opt seccomp=unconfined or a profile that allows \
+         io_uring_setup, io_uring_enter and io_uring_register"
+    )]
+    IoUringBlocked { errno: nix::errno::Errno },
+    #[error(
+        "io_uring is not available in this kernel ({errno}); shardcast needs Linux 5.10 or newer"
+    )]
+    IoUringMissing { errno: nix::errno::Errno },
+    #[error(
+        "RLIMIT_MEMLOCK is {current} bytes and could not be raised (hard limit {hard}); glommio needs \
+         at least {MIN_MEMLOCK_BYTES} bytes: set 'LimitMEMLOCK=infinity' in the systemd unit, or \
+         'ulimit -l unlimited' before starting"
+    )]
+    MemlockTooLow { current: u64, hard: u64 },
+}
+
+/// Check everything; raise the soft RLIMIT_MEMLOCK to the hard limit on the way.
+pub fn check() -> Result<(), PreflightError> {
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        let value: u32 = s.trim().parse().unwrap_or(0);
+        // 1 = only for the io_uring_group (root passes); 2 = disabled for everyone.
+        if value == 2 || (value == 1 && !nix::unistd::geteuid().is_root()) {
+            return Err(PreflightError::IoUringDisabled { value });
+        }
+    }
+    probe_io_uring()?;
+    raise_memlock()
+}
+
+fn probe_io_uring() -> Result<(), PreflightError> {
+    // io_uring_setup(1, &params): the cheapest proof that the syscall is allowed.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes exactly one struct io_uring_params (120
+    // bytes on every Linux version we support) through the pointer.
+    let fd =
+        unsafe { nix::libc::syscall(nix::libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd >= 0 {
+        // SAFETY: fd was just returned to us by the kernel and is closed exactly once.
+        unsafe { nix::libc::close(fd as i32) };
+        return Ok(());
+    }
+    let errno = nix::errno::Errno::last();
+    match errno {
+        nix::errno::Errno::ENOSYS => Err(PreflightError::IoUringMissing { errno }),
+        nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => {
+            Err(PreflightError::IoUringBlocked { errno })
+        }
+        // Out of memory or a resource limit: let the executor report it in context.
+        _ => Ok(()),
+    }
+}
+
+fn raise_memlock() -> Result<(), PreflightError> {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK) else {
+        return Ok(());
+    };
+    if soft >= MIN_MEMLOCK_BYTES * 32 || soft == nix::libc::RLIM_INFINITY {
+        return Ok(());
+    }
+    // Root may lift both limits; anyone may lift the soft one to the hard one. Buffer
+    // registration silently stops under ~10 MiB per executor, so aim well above the minimum.
+    if setrlimit(
+        Resource::RLIMIT_MEMLOCK,
+        nix::libc::RLIM_INFINITY,
+        nix::libc::RLIM_INFINITY,
+    )
+    .is_ok()
+        || setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok()
+    {
+        let (now, _) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap_or((soft, hard));
+        if now >= MIN_MEMLOCK_BYTES {
+            return Ok(());
+        }
+    }
+    if soft >= MIN_MEMLOCK_BYTES {
+        return Ok(());
+    }
+    Err(PreflightError::MemlockTooLow {
+        current: soft,
+        hard,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes_on_this_machine() {
+        // The CI machine is the deployment target: io_uring works and root can raise memlock.
+        super::check().expect("preflight passes on the CI machine");
+    }
+}

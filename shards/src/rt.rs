@@ -1,0 +1,262 @@
+//! The one module that talks to the async runtime (glommio 0.9, io_uring).
+//!
+//! glommio's last release is 0.9.0 and upstream is quiet, so everything shardcast needs
+//! from it goes through here: starting pinned executors, task queues, spawning, timers,
+//! TCP sockets, and the SPSC channels between executors. Swapping the runtime means
+//! re-implementing this file.
+//!
+//! Two task queues per shard: `media` (ingest, fan-out, feeds) gets most of the CPU and
+//! a tight latency goal; `control` (HTTP API, housekeeping) gets the rest, so that a
+//! burst of API requests or playlist renders never delays frames.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
+
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::task::JoinHandle;
+pub use glommio::timer::Timer;
+
+/// The task queues of the current shard.
+#[derive(Clone, Copy, Debug)]
+pub struct Queues {
+    pub media: TaskQueueHandle,
+    pub control: TaskQueueHandle,
+}
+
+thread_local! {
+    static QUEUES: std::cell::Cell<Option<Queues>> = const { std::cell::Cell::new(None) };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    Media,
+    Control,
+}
+
+/// Start one executor pinned to `cpu` and run `main` on it. `main` is called on the new
+/// thread; the returned handle joins it.
+pub fn start_executor<G, F, T>(
+    name: &str,
+    cpu: Option<usize>,
+    main: G,
+) -> io::Result<std::thread::JoinHandle<T>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match cpu {
+        Some(cpu) => Placement::Fixed(cpu),
+        None => Placement::Unbound,
+    };
+    let name = name.to_owned();
+    // glommio's own spawn() joins through its own handle type; a plain thread that
+    // builds the executor keeps our handle std-only.
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
+        let ex = LocalExecutorBuilder::new(placement)
+            .name(&name)
+            // Sleeping costs a ~25-30 µs wake-up (DESIGN.md); a short spin cuts cross-shard
+            // latency under load for little CPU.
+            .spin_before_park(Duration::from_micros(50))
+            .preempt_timer(Duration::from_millis(5))
+            .make()
+            .unwrap_or_else(|e| panic!("cannot start executor {name}: {e} (preflight checks should have caught this)"));
+        ex.run(async move {
+            let media = glommio::executor().create_task_queue(
+                Shares::Static(1000),
+                Latency::Matters(Duration::from_millis(2)),
+                "media",
+            );
+            let control =
+                glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "control");
+            QUEUES.with(|q| q.set(Some(Queues { media, control })));
+            warm_up_timers().await;
+            let task = glommio::spawn_local_into(main(), media).expect("the media queue was just created");
+            task.await
+        })
+    })
+}
+
+/// The first timer on a glommio 0.9 executor can fire 30-50 ms late (DESIGN.md); take
+/// that hit at start-up, not on the first viewer's timeout.
+async fn warm_up_timers() {
+    for _ in 0..3 {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn queue(q: Queue) -> Option<TaskQueueHandle> {
+    QUEUES.with(|qs| qs.get()).map(|qs| match q {
+        Queue::Media => qs.media,
+        Queue::Control => qs.control,
+    })
+}
+
+/// Spawn a task on the current shard, in the given queue, detached.
+pub fn spawn<F>(q: Queue, fut: F)
+where
+    F: Future<Output = ()> + 'static,
+{
+    match queue(q) {
+        Some(tq) => glommio::spawn_local_into(fut, tq)
+            .expect("queues are created at executor start")
+            .detach(),
+        None => glommio::spawn_local(fut).detach(),
+    };
+}
+
+/// Spawn a task whose result can be awaited (or that is cancelled when the handle drops).
+pub fn spawn_task<F, T>(q: Queue, fut: F) -> glommio::Task<T>
+where
+    F: Future<Output = T> + 'static,
+    T: 'static,
+{
+    match queue(q) {
+        Some(tq) => {
+            glommio::spawn_local_into(fut, tq).expect("queues are created at executor start")
+        }
+        None => glommio::spawn_local(fut),
+    }
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await
+}
+
+/// Run `fut` with a deadline; `None` if it did not finish in time.
+pub async fn timeout<F, T>(d: Duration, fut: F) -> Option<T>
+where
+    F: Future<Output = T>,
+{
+    glommio::timer::timeout(d, async move { Ok(fut.await) })
+        .await
+        .ok()
+}
+
+/// Let other tasks run if this one has used its slice.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
+/// Index of the executor running this code.
+pub fn executor_id() -> usize {
+    glommio::executor().id()
+}
+
+/// SPSC channel between two executors: create both ends anywhere, move each to its
+/// executor, then `connect` there.
+pub mod channel {
+    pub use glommio::channels::shared_channel::{
+        new_bounded, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+    };
+
+    /// Send without waiting; a full or closed channel gives the message back.
+    pub fn try_send<M: Send>(tx: &ConnectedSender<M>, msg: M) -> Result<(), M> {
+        match tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m)))
+            | Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(m))) => Err(m),
+            Err(other) => unreachable!("try_send only fails with WouldBlock or Closed: {other}"),
+        }
+    }
+}
+
+/// Bind a TCP listener with SO_REUSEPORT (glommio always sets it), so every shard binds
+/// the same port and the kernel spreads connections over shards.
+pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(io::Error::from)
+}
+
+/// Write all of `bufs` to `stream` with as few syscalls as possible: one `writev` on
+/// the socket for everything pending (glommio has no vectored write), and only when
+/// the socket is full, an async write that waits for it to drain.
+pub async fn write_all_vectored(
+    stream: &mut TcpStream,
+    bufs: &mut Vec<bytes::Bytes>,
+) -> io::Result<usize> {
+    use futures_lite::AsyncWriteExt;
+    let fd = stream.as_raw_fd();
+    let mut written_total = 0;
+    while !bufs.is_empty() {
+        match writev_nonblocking(fd, bufs) {
+            Ok(n) => {
+                written_total += n;
+                consume(bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Full socket: glommio's write waits for POLLOUT through io_uring.
+                let n = stream.write(&bufs[0]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                written_total += n;
+                consume(bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written_total)
+}
+
+/// At most this many buffers per writev (Linux IOV_MAX is 1024).
+const MAX_IOV: usize = 256;
+
+fn writev_nonblocking(fd: RawFd, bufs: &[bytes::Bytes]) -> io::Result<usize> {
+    let iov: Vec<io::IoSlice<'_>> = bufs
+        .iter()
+        .take(MAX_IOV)
+        .map(|b| io::IoSlice::new(b))
+        .collect();
+    // SAFETY: the fd belongs to the TcpStream the caller holds mutably for the whole
+    // call, so it stays open for this one writev. glommio has no vectored write, and
+    // one writev per wake-up instead of one write per frame is the fan-out's main
+    // syscall saving (DESIGN.md "Writes").
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    match nix::sys::uio::writev(borrowed, &iov) {
+        Ok(n) => Ok(n),
+        Err(errno) => Err(io::Error::from_raw_os_error(errno as i32)),
+    }
+}
+
+fn consume(bufs: &mut Vec<bytes::Bytes>, mut n: usize) {
+    let mut done = 0;
+    for b in bufs.iter_mut() {
+        if n >= b.len() {
+            n -= b.len();
+            done += 1;
+        } else {
+            bytes::Buf::advance(b, n);
+            break;
+        }
+    }
+    bufs.drain(..done);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_partial_writes() {
+        let mut bufs = vec![
+            bytes::Bytes::from_static(b"abc"),
+            bytes::Bytes::from_static(b"de"),
+            bytes::Bytes::from_static(b"f"),
+        ];
+        consume(&mut bufs, 4);
+        assert_eq!(
+            bufs,
+            vec![
+                bytes::Bytes::from_static(b"e"),
+                bytes::Bytes::from_static(b"f")
+            ]
+        );
+        consume(&mut bufs, 2);
+        assert!(bufs.is_empty());
+    }
+}
