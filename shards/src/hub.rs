@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::directory::{ClaimError, Directory, Entry};
+use crate::event::LocalEvent;
 use crate::ring::{Ring, RingConfig, RingItem, Subscriber};
 use crate::rt::{self, Queue};
 use crate::ShardContext;
@@ -167,15 +168,14 @@ where
         let receivers = std::mem::take(&mut ctx.receivers);
         let senders = std::mem::take(&mut ctx.senders);
         let hub_cell: Rc<RefCell<Option<Rc<Self>>>> = Rc::new(RefCell::new(None));
-        let (ready_tx, ready_rx) = futures_lite_oneshot();
-        let ready_rx = Rc::new(ready_rx);
+        let ready = Rc::new(LocalEvent::default());
         for (from, rx) in receivers.into_iter().enumerate() {
             let Some(rx) = rx else { continue };
             let hub_cell = Rc::clone(&hub_cell);
-            let ready_rx = Rc::clone(&ready_rx);
+            let ready = Rc::clone(&ready);
             rt::spawn(Queue::Media, async move {
                 let rx = rx.connect().await;
-                ready_rx.wait().await;
+                ready.wait().await;
                 let hub = hub_cell.borrow().clone().expect("set before ready fires");
                 while let Some(batch) = rx.recv().await {
                     for env in batch {
@@ -206,7 +206,7 @@ where
             stats: RefCell::default(),
         });
         *hub_cell.borrow_mut() = Some(Rc::clone(&hub));
-        ready_tx.fire();
+        ready.fire();
         let ticker = Rc::downgrade(&hub);
         rt::spawn(Queue::Control, async move {
             loop {
@@ -395,6 +395,21 @@ where
             );
             self.flush_now();
         }
+    }
+
+    /// Shutdown: end every stream and mirror on this shard, so viewers drain what they
+    /// have and finish; release this shard's keys.
+    pub fn end_all(&self) {
+        let owned: Vec<_> = self.owned.borrow_mut().drain().collect();
+        for (key, stream) in owned {
+            stream.generation.set(stream.generation.get() + 1);
+            stream.ring.end();
+            self.dir.release(&key, stream.entry.claim);
+        }
+        for (_, m) in self.mirrors.borrow_mut().drain() {
+            m.ring.end();
+        }
+        self.mirror_by_feed.borrow_mut().clear();
     }
 
     /// Send `work` to run on shard `to` (this shard runs it at once).
@@ -785,44 +800,5 @@ where
         self.sub.take();
         self.entry.stats.viewers.fetch_sub(1, Ordering::AcqRel);
         self.hub.unsubscribed(&self.key, self.feed);
-    }
-}
-
-/// A one-shot, single-threaded "ready" signal.
-fn futures_lite_oneshot() -> (Fire, Rc<ReadyFlag>) {
-    let flag = Rc::new(ReadyFlag {
-        set: Cell::new(false),
-        wakers: RefCell::default(),
-    });
-    (Fire(Rc::clone(&flag)), flag)
-}
-
-struct ReadyFlag {
-    set: Cell<bool>,
-    wakers: RefCell<Vec<std::task::Waker>>,
-}
-
-struct Fire(Rc<ReadyFlag>);
-
-impl Fire {
-    fn fire(self) {
-        self.0.set.set(true);
-        for w in self.0.wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-}
-
-impl ReadyFlag {
-    async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.set.get() {
-                std::task::Poll::Ready(())
-            } else {
-                self.wakers.borrow_mut().push(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        })
-        .await
     }
 }

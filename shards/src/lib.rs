@@ -11,6 +11,7 @@
 //! ```
 
 pub mod directory;
+pub mod event;
 pub mod hub;
 pub mod preflight;
 pub mod ring;

@@ -1,0 +1,118 @@
+//! The viewer side of every stream-oriented protocol (RTMP play, HTTP-FLV): read frames
+//! from the subscription, take each frame's shared serialized bytes (built once per
+//! shard and format), and write everything pending in one vectored write.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use shards::ring::Next;
+use shards::rt::{self, TcpStream};
+
+use crate::media::{Frame, Track};
+use crate::server::media::StreamSubscription;
+
+/// At most this many bytes are gathered for one write, so one viewer never holds
+/// its shard for long.
+const MAX_GATHER_BYTES: usize = 512 * 1024;
+
+/// Why a viewer's stream stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EgressEnd {
+    /// The stream ended (publisher gone past its grace).
+    StreamEnded,
+    /// The viewer fell out of the ring too often.
+    TooSlow { skips: u32 },
+}
+
+/// Which tracks a viewer wants (RTMP receiveAudio/receiveVideo).
+#[derive(Clone, Copy, Debug)]
+pub struct TrackFilter {
+    pub audio: bool,
+    pub video: bool,
+}
+
+impl Default for TrackFilter {
+    fn default() -> Self {
+        TrackFilter { audio: true, video: true }
+    }
+}
+
+impl TrackFilter {
+    fn wants(&self, frame: &Frame) -> bool {
+        match frame.track() {
+            Track::Audio => self.audio,
+            Track::Video => self.video,
+            Track::Data => true,
+        }
+    }
+}
+
+/// Pending output of one viewer.
+#[derive(Default)]
+pub struct Egress {
+    bufs: Vec<Bytes>,
+    bytes: usize,
+    pub frames_sent: u64,
+}
+
+impl Egress {
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// Queue bytes that are not a frame (protocol headers, replies).
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.bytes += b.len();
+            self.bufs.push(b);
+        }
+    }
+
+    /// Move what the subscription has into the pending writes. `wrap` may surround each
+    /// frame's shared bytes with per-viewer framing (HTTP chunked encoding).
+    pub fn gather(
+        &mut self,
+        sub: &mut StreamSubscription,
+        format: usize,
+        filter: TrackFilter,
+        build: impl Fn(&Frame) -> Bytes,
+        mut wrap: impl FnMut(&mut Self, Bytes),
+    ) -> Option<EgressEnd> {
+        while self.bytes < MAX_GATHER_BYTES {
+            match sub.next() {
+                Next::Item { seq, item } => {
+                    if !filter.wants(&item) {
+                        continue;
+                    }
+                    if let Some(b) = sub.serialized(seq, format, &build) {
+                        wrap(self, b);
+                        self.frames_sent += 1;
+                    }
+                }
+                Next::Pending => return None,
+                Next::Ended => return Some(EgressEnd::StreamEnded),
+                Next::TooSlow { skips } => return Some(EgressEnd::TooSlow { skips }),
+            }
+        }
+        None
+    }
+
+    /// Write everything pending; returns the bytes written. Fails if the viewer stops
+    /// reading for `stall`.
+    pub async fn flush(&mut self, stream: &mut TcpStream, stall: Duration) -> std::io::Result<usize> {
+        if self.bufs.is_empty() {
+            return Ok(0);
+        }
+        match rt::timeout(stall, rt::write_all_vectored(stream, &mut self.bufs)).await {
+            Some(Ok(n)) => {
+                self.bytes = 0;
+                Ok(n)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("viewer read nothing for {} s", stall.as_secs()),
+            )),
+        }
+    }
+}

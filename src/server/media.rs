@@ -1,0 +1,82 @@
+//! How frames ride the shard runtime: [`Frame`] as a ring item, the serialize-once
+//! format slots, and the per-stream shared state in the directory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use shards::ring::RingItem;
+
+use crate::media::{Codec, Frame, FrameKind, StreamKey, Track};
+
+/// Serialize-once format slots of a ring slot (see `shards::ring`).
+pub mod format {
+    /// RTMP message chunks with a fmt-0 header and absolute timestamp.
+    pub const RTMP: usize = 0;
+    /// A complete FLV tag plus its PreviousTagSize.
+    pub const FLV_TAG: usize = 1;
+}
+
+/// Config slots of a ring: what a late joiner needs before media.
+pub mod config_slot {
+    pub const VIDEO: usize = 0;
+    pub const AUDIO: usize = 1;
+    pub const METADATA: usize = 2;
+}
+
+impl RingItem for Frame {
+    fn is_keyframe(&self) -> bool {
+        self.starts_gop()
+    }
+
+    fn config_slot(&self) -> Option<usize> {
+        match (self.kind, self.codec) {
+            (FrameKind::Config, Codec::Video(_)) => Some(config_slot::VIDEO),
+            (FrameKind::Config, Codec::Audio(_)) => Some(config_slot::AUDIO),
+            (FrameKind::Metadata, _) => Some(config_slot::METADATA),
+            _ => None,
+        }
+    }
+
+    fn is_video(&self) -> bool {
+        self.track() == Track::Video
+    }
+
+    fn byte_len(&self) -> usize {
+        self.payload.len()
+    }
+}
+
+/// What every shard can read about a stream without asking its owner.
+#[derive(Default)]
+pub struct StreamShared {
+    /// Codec summary for the API and HLS (set by the owner when configs arrive).
+    pub info: ArcSwapOption<StreamInfo>,
+    /// The HLS packager's latest snapshots (set by the owner after each part).
+    pub hls_ts: ArcSwapOption<crate::proto::hls::HlsSnapshot>,
+    pub hls_ll: ArcSwapOption<crate::proto::hls::HlsSnapshot>,
+    /// Bumped after each HLS update, so blocked playlist requests on any shard re-check.
+    pub hls_version: AtomicU64,
+}
+
+impl StreamShared {
+    pub fn hls_version(&self) -> u64 {
+        self.hls_version.load(Ordering::Acquire)
+    }
+}
+
+/// Codec summary of a stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u8>,
+}
+
+pub type StreamHub = shards::hub::Hub<StreamKey, Frame, StreamShared>;
+pub type StreamPublisher = shards::hub::Publisher<StreamKey, Frame, StreamShared>;
+pub type StreamSubscription = shards::hub::Subscription<StreamKey, Frame, StreamShared>;
+pub type StreamEntry = shards::directory::Entry<StreamKey, StreamShared>;
+pub type StreamDirectory = shards::directory::Directory<StreamKey, StreamShared>;

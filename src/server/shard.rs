@@ -1,0 +1,272 @@
+//! Starting the server: preflight, one shard per configured core, each with its hub and
+//! its own RTMP and HTTP listeners (SO_REUSEPORT), and graceful shutdown.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shards::event::LocalEvent;
+use shards::hub::{Hub, HubConfig};
+use shards::ring::RingConfig;
+use shards::rt::{self, Queue, TcpListener, TcpStream};
+use shards::topology::Topology;
+use shards::{ShardContext, Shutdown};
+
+use crate::server::config::Config;
+use crate::server::media::{StreamDirectory, StreamHub};
+use crate::server::metrics::ShardMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Preflight(#[from] shards::preflight::PreflightError),
+    #[error(transparent)]
+    Config(#[from] crate::server::config::ConfigError),
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Everything one shard's connections share. One per shard thread.
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub hub: Rc<StreamHub>,
+    pub config: Arc<Config>,
+    /// Every shard's counters (this shard writes only its own).
+    pub metrics: Arc<Vec<ShardMetrics>>,
+    pub shutdown: Shutdown,
+    /// Fired when this shard stops accepting.
+    pub stopping: LocalEvent,
+    pub started: Instant,
+    /// Publishers on this shard, by stream: firing the event disconnects the publisher.
+    pub publishers: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<LocalEvent>>>,
+    /// Owner-side state of the streams this shard owns (see `server::ingest`).
+    /// Blocked HLS playlist requests on this shard, by stream.
+    pub hls_waiters: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<shards::event::Notify>>>,
+    pub owner_streams: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<RefCell<crate::server::ingest::OwnerState>>>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
+}
+
+impl Shard {
+    /// The shard running this code. Only valid on a shard thread.
+    pub fn current() -> Rc<Shard> {
+        CURRENT.with(|c| c.borrow().clone()).expect("Shard::current is only called from tasks on a shard")
+    }
+
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics[self.id]
+    }
+
+    /// Disconnect the publisher of `key` if it is on this shard (API kick).
+    pub fn kick(&self, key: &crate::media::StreamKey) {
+        if let Some(ev) = self.publishers.borrow().get(key) {
+            tracing::info!(stream = %key, "publisher kicked through the API");
+            ev.fire();
+        }
+    }
+}
+
+fn hub_config(config: &Config) -> HubConfig {
+    let s = &config.streams;
+    HubConfig {
+        ring: RingConfig {
+            slots: s.ring_slots,
+            max_bytes: (s.gop_cache_bytes as usize).saturating_mul(4).max(1 << 20),
+            gop_budget_bytes: s.gop_cache_bytes as usize,
+            max_lag_skips: s.lag_skips_before_disconnect,
+            lag_window: Duration::from_millis(s.lag_window_ms),
+        },
+        reconnect_grace: Duration::from_millis(s.reconnect_grace_ms),
+        feed_batch: Duration::from_micros(s.feed_batch_us.max(1)),
+        max_viewers: u64::from(s.max_viewers),
+        max_viewers_per_stream: u64::from(s.max_viewers_per_stream),
+        ..HubConfig::default()
+    }
+}
+
+/// Run the server until SIGINT/SIGTERM.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    shards::preflight::check()?;
+    let topo = Topology::detect();
+    let cpus = config.server.cores.resolve(&topo.online)?;
+    let signals = shards::block_shutdown_signals().map_err(|e| ServerError::Startup(format!("cannot block signals: {e}")))?;
+    let shutdown = Shutdown::default();
+    {
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Ok(sig) = signals.wait() {
+                    tracing::info!(signal = %sig, "shutting down: no new connections; viewers drain");
+                    shutdown.request();
+                }
+                if let Ok(sig) = signals.wait() {
+                    tracing::warn!(signal = %sig, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+            })
+            .map_err(|e| ServerError::Startup(format!("cannot start the signal thread: {e}")))?;
+    }
+    for (node, node_cpus) in &topo.nodes {
+        let here: Vec<_> = cpus.iter().filter(|c| node_cpus.contains(c)).collect();
+        if !here.is_empty() {
+            tracing::info!(node, cpus = ?here, "NUMA node");
+        }
+    }
+    tracing::info!(
+        shards = cpus.len(),
+        cpus = ?cpus,
+        bind = %config.server.bind,
+        rtmp_port = config.rtmp.enabled.then_some(config.rtmp.port),
+        http_port = config.http.enabled.then_some(config.http.port),
+        "starting shardcast {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let config = Arc::new(config);
+    let dir = Arc::new(StreamDirectory::new(config.streams.max_publishers as usize));
+    let viewers = Arc::new(AtomicU64::new(0));
+    let metrics: Arc<Vec<ShardMetrics>> = Arc::new((0..cpus.len()).map(|_| ShardMetrics::default()).collect());
+    let fatal: Arc<Mutex<Vec<String>>> = Arc::default();
+    let placement: Vec<Option<usize>> = cpus.iter().copied().map(Some).collect();
+    let result = shards::run_shards(&placement, shutdown.clone(), {
+        let fatal = Arc::clone(&fatal);
+        move |ctx| {
+            shard_main(ctx, Arc::clone(&config), Arc::clone(&dir), Arc::clone(&viewers), Arc::clone(&metrics), Arc::clone(&fatal))
+        }
+    });
+    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if !fatal.is_empty() {
+        return Err(ServerError::Startup(fatal.join("; ")));
+    }
+    result.map_err(ServerError::Startup)?;
+    tracing::info!("shardcast stopped");
+    Ok(())
+}
+
+async fn shard_main(
+    mut ctx: ShardContext<Vec<shards::hub::Envelope<crate::media::StreamKey, crate::media::Frame>>>,
+    config: Arc<Config>,
+    dir: Arc<StreamDirectory>,
+    viewers: Arc<AtomicU64>,
+    metrics: Arc<Vec<ShardMetrics>>,
+    fatal: Arc<Mutex<Vec<String>>>,
+) {
+    let hub: Rc<StreamHub> = Hub::start(&mut ctx, dir, viewers, hub_config(&config)).await;
+    let shard = Rc::new(Shard {
+        id: ctx.id,
+        count: ctx.count,
+        hub,
+        config: Arc::clone(&config),
+        metrics,
+        shutdown: ctx.shutdown.clone(),
+        stopping: LocalEvent::default(),
+        started: Instant::now(),
+        publishers: RefCell::default(),
+        owner_streams: RefCell::default(),
+        hls_waiters: RefCell::default(),
+    });
+    CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&shard)));
+
+    let bind = config.server.bind;
+    let mut listeners = Vec::new();
+    if config.rtmp.enabled {
+        listeners.push((Protocol::Rtmp, SocketAddr::new(bind, config.rtmp.port)));
+    }
+    if config.http.enabled {
+        listeners.push((Protocol::Http, SocketAddr::new(bind, config.http.port)));
+    }
+    for (protocol, addr) in listeners {
+        match rt::listen(addr) {
+            Ok(listener) => {
+                if shard.id == 0 {
+                    tracing::info!(%addr, protocol = protocol.name(), "listening (every shard, SO_REUSEPORT)");
+                }
+                rt::spawn(Queue::Control, accept_loop(listener, protocol, Rc::clone(&shard)));
+            }
+            Err(e) => {
+                let msg = format!(
+                    "cannot listen on {addr} for {}: {e} (is another server using the port? set {}.port)",
+                    protocol.name(),
+                    protocol.name().to_lowercase()
+                );
+                tracing::error!("{msg}");
+                fatal.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+                shard.shutdown.request();
+            }
+        }
+    }
+    tracing::info!(shard = shard.id, cpu = ?ctx.cpu, node = ctx.node, "shard running");
+
+    shard.shutdown.requested().await;
+    shard.stopping.fire();
+    shard.hub.end_all();
+    let deadline = Instant::now() + Duration::from_millis(config.server.shutdown_timeout_ms);
+    while shard.metrics().open_connections() > 0 && Instant::now() < deadline {
+        rt::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shard.metrics().open_connections();
+    if left > 0 {
+        tracing::warn!(shard = shard.id, connections = left, "closing connections still open at the shutdown timeout");
+    }
+    CURRENT.with(|c| c.borrow_mut().take());
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Rtmp,
+    Http,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "RTMP",
+            Protocol::Http => "HTTP",
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stopping.wait().await;
+            None
+        })
+        .await;
+        let stream: TcpStream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(protocol = protocol.name(), error = %e, "accept failed");
+                rt::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        let shard = Rc::clone(&shard);
+        match protocol {
+            Protocol::Rtmp => rt::spawn(Queue::Media, async move {
+                let _open = shard.metrics().connection_opened(&shard.metrics().rtmp_connections);
+                crate::server::rtmp::serve(stream, peer, Rc::clone(&shard)).await;
+            }),
+            Protocol::Http => rt::spawn(Queue::Media, async move {
+                let _open = shard.metrics().connection_opened(&shard.metrics().http_connections);
+                crate::server::http::serve(stream, peer, Rc::clone(&shard)).await;
+            }),
+        }
+    }
+}
+
+/// Counters are only read from other shards through [`ShardMetrics`]; keep this the one
+/// place that knows the relation between open connections and shutdown.
+pub fn is_stopping() -> bool {
+    CURRENT.with(|c| c.borrow().as_ref().map(|s| s.stopping.is_fired()).unwrap_or(true))
+}

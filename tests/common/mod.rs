@@ -1,0 +1,265 @@
+//! Shared harness for the integration tests: runs the real `shardcast` binary on free
+//! loopback ports with a temporary config, and real clients (ffmpeg, ffprobe) against it.
+//! A missing client fails the test with the Debian package to install; the README's
+//! test command installs them, so a skip never hides a failure.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Panics naming the Debian package when a client is missing.
+pub fn require(tool: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.is_file()));
+    found.unwrap_or_else(|| panic!("'{tool}' is not installed: apt-get install {package} (the README's test command does this)"))
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardcast-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Start with 2 shards and `extra` TOML appended to a minimal config.
+    pub fn start(name: &str, extra: &str) -> Server {
+        Self::start_with_cores(name, "0-1", extra)
+    }
+
+    pub fn start_with_cores(name: &str, cores: &str, extra: &str) -> Server {
+        let dir = temp_dir(name);
+        let rtmp_port = free_port();
+        let http_port = free_port();
+        let config = dir.join("shardcast.toml");
+        std::fs::write(&config, extra).unwrap();
+        let log = dir.join("server.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--cores", cores, "--bind", "127.0.0.1"])
+            .args(["--rtmp-port", &rtmp_port.to_string(), "--http-port", &http_port.to_string()])
+            .env("RUST_LOG", std::env::var("SHARDCAST_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .current_dir(&dir)
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
+            .spawn()
+            .expect("start shardcast");
+        let server = Server { child: Some(child), rtmp_port, http_port, dir, log };
+        server.wait_port(rtmp_port);
+        server.wait_port(http_port);
+        server
+    }
+
+    fn wait_port(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("shardcast did not listen on port {port}; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn rtmp_url(&self, path: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/{}", self.rtmp_port, path.trim_start_matches('/'))
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{}", self.http_port, path.trim_start_matches('/'))
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.http_port))
+    }
+
+    /// A complete HTTP/1.1 GET (Connection: close): (status, head, body).
+    pub fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        http_request(self.http_addr(), "GET", path, &[])
+    }
+
+    pub fn post(&self, path: &str) -> (u16, String, Vec<u8>) {
+        http_request(self.http_addr(), "POST", path, &[])
+    }
+
+    /// The sum of a metric over shards (and over label sets).
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_sum(&String::from_utf8_lossy(&self.get("/metrics").2), name)
+    }
+
+    /// Per-shard values of a metric with a `shard` label.
+    pub fn metric_by_shard(&self, name: &str) -> Vec<f64> {
+        let text = String::from_utf8_lossy(&self.get("/metrics").2).into_owned();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{shard=")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    /// Send SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        nix_kill(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("shardcast did not exit within 15 s of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!("--- shardcast log ({}) ---\n{}", self.log.display(), self.log());
+            }
+        }
+    }
+}
+
+fn nix_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+/// Split a raw response; de-chunks a chunked body.
+pub fn parse_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        b = &b[eol + 2..];
+        if size == 0 || b.len() < size {
+            out.extend_from_slice(&b[..size.min(b.len())]);
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[(size + 2).min(b.len())..];
+    }
+    out
+}
+
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn ffmpeg() -> Command {
+    let mut c = Command::new(require("ffmpeg", "ffmpeg"));
+    c.args(["-hide_banner", "-nostdin", "-loglevel", "error"]);
+    c
+}
+
+pub fn ffprobe() -> Command {
+    Command::new(require("ffprobe", "ffmpeg"))
+}
+
+/// ffmpeg publishing a lavfi test pattern + tone over RTMP, paced in real time,
+/// H.264 (keyframe every `gop` frames at 25 fps) + AAC.
+pub fn publish_testsrc(url: &str, seconds: u32, gop: u32) -> Child {
+    ffmpeg()
+        .args(["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", &gop.to_string()])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+/// Wait until `cond` holds, polling; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Decode `url` with ffmpeg for `seconds` (`-f null`): returns (frames decoded, stderr).
+pub fn decode(url: &str, seconds: u32) -> (u64, String, Output) {
+    let out = ffmpeg()
+        .args(["-loglevel", "error", "-stats_period", "0.5", "-progress", "pipe:1", "-rw_timeout", "10000000"])
+        .args(["-i", url, "-t", &seconds.to_string(), "-f", "null", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run ffmpeg");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let frames = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (frames, stderr, out)
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
