@@ -172,16 +172,13 @@ impl FlvReader {
         loop {
             match self.state {
                 State::Header => {
-                    if self.buf.len() < HEADER_LEN {
-                        // Fail early on a stream that is clearly not FLV.
-                        let n = self.buf.len().min(4);
-                        if self.buf[..n] != b"FLV\x01"[..n] {
-                            return Err(not_flv(&self.buf));
-                        }
-                        return Ok(None);
-                    }
-                    if &self.buf[..4] != b"FLV\x01" {
+                    // Fail as soon as the signature is in: a stream that is not FLV
+                    // should not wait for more bytes.
+                    if self.buf.len() >= 4 && &self.buf[..4] != b"FLV\x01" {
                         return Err(not_flv(&self.buf));
+                    }
+                    if self.buf.len() < HEADER_LEN {
+                        return Ok(None);
                     }
                     let flags = self.buf[4];
                     let offset =
@@ -263,10 +260,9 @@ impl FlvReader {
 }
 
 fn not_flv(buf: &[u8]) -> FlvError {
-    let mut found = [0u8; 4];
-    let n = buf.len().min(4);
-    found[..n].copy_from_slice(&buf[..n]);
-    FlvError::NotFlv { found }
+    FlvError::NotFlv {
+        found: [buf[0], buf[1], buf[2], buf[3]],
+    }
 }
 
 #[cfg(test)]
@@ -453,11 +449,10 @@ mod tests {
         let mut r = FlvReader::new();
         r.push(b"GET / HTTP/1.1\r\n");
         assert!(matches!(r.poll_tag(), Err(FlvError::NotFlv { found }) if &found == b"GET "));
-        // Detected from the first byte already.
+        // Detected from the signature alone, and the error sticks.
         let mut r = FlvReader::new();
-        r.push(b"X");
+        r.push(b"FLV\x02");
         assert!(matches!(r.poll_tag(), Err(FlvError::NotFlv { .. })));
-        // And the error sticks.
         assert!(r.poll_tag().is_err());
 
         let mut r = FlvReader::new();
