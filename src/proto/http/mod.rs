@@ -9,16 +9,20 @@
 //!   HEAD, keep-alive).
 //! - [`chunk`] frames one piece of a streamed body (HTTP-FLV tags) as three `Bytes` so a
 //!   shared, serialize-once body is never copied per viewer.
+//! - For our own clients (benchmark viewers, tests): [`parse_response_head`] and
+//!   [`ChunkedDecoder`].
 //!
 //! Not here: sockets, timeouts, routing, TLS, request bodies with
 //! `Transfer-Encoding` (rejected: our API bodies are tiny and clients send Content-Length),
 //! `Expect: 100-continue` (clients send the body anyway after a short wait), HTTP/2.
 #![forbid(unsafe_code)]
 
+mod client;
 pub mod fuzzing;
 mod request;
 mod response;
 
+pub use client::{parse_response_head, ChunkedDecoder, ResponseHead};
 pub use request::{parse_request, Limits, Method, Request, Version};
 pub use response::{chunk, Body, Encoded, Framing, Response, Status, LAST_CHUNK};
 
