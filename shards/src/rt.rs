@@ -171,6 +171,22 @@ pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(io::Error::from)
 }
 
+/// Detach a socket from this executor so another shard can adopt it with
+/// [`adopt_stream`]: the fd is duplicated and this executor's handle closed.
+pub fn release_stream(stream: TcpStream) -> io::Result<std::os::fd::OwnedFd> {
+    let fd = nix::unistd::dup(stream.as_raw_fd()).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    drop(stream);
+    // SAFETY: dup just returned this fd to us; nothing else owns it.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// Adopt a socket released by another shard; must run on the adopting shard.
+pub fn adopt_stream(fd: std::os::fd::OwnedFd) -> TcpStream {
+    // SAFETY: `fd` is an owned, open TCP socket (from `release_stream`); ownership
+    // moves into the stream, which closes it.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) }
+}
+
 /// Write all of `bufs` to `stream` with as few syscalls as possible: one `writev` on
 /// the socket for everything pending (glommio has no vectored write), and only when
 /// the socket is full, an async write that waits for it to drain.

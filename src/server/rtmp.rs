@@ -1,0 +1,341 @@
+//! The RTMP driver: one task per connection feeds socket bytes and time into the
+//! sans-IO [`RtmpServerConn`] and acts on its events.
+//!
+//! - Publish: frames go through [`Ingest`] to the stream's ring. A publisher whose
+//!   stream waits out its reconnect grace on another shard is handed to that shard
+//!   (socket fd and connection state move), so a stream never changes owner.
+//! - Play: the viewer reads the ring and writes each frame's RTMP chunks, built once
+//!   per frame per shard (fmt-0 headers, absolute timestamps), in one vectored write
+//!   with any control replies; the socket keeps being read for acks, pings and close.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::AsyncReadExt;
+use shards::hub::{PublishError, SubscribeError};
+use shards::rt::{self, Queue, TcpStream};
+
+use crate::media::{Frame, StreamKey};
+use crate::proto::flv::{self, TagKind};
+use crate::proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
+use crate::server::config::PlayMissing;
+use crate::server::egress::{Egress, EgressEnd, TrackFilter};
+use crate::server::ingest::Ingest;
+use crate::server::media::{format, StreamSubscription};
+use crate::server::metrics::ShardMetrics;
+use crate::server::shard::Shard;
+
+/// A connection that completes no handshake/connect in this time is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_STALL: Duration = Duration::from_secs(10);
+const READ_BUF: usize = 64 * 1024;
+
+/// The RTMP chunks of a frame for every RTMP viewer: a fmt-0 header with the absolute
+/// timestamp, then continuations, at the server's fixed outgoing chunk size.
+pub(crate) fn rtmp_chunks(frame: &Frame) -> Bytes {
+    let kind = match flv::tag_kind(frame.codec) {
+        TagKind::Audio => MediaKind::Audio,
+        TagKind::Video => MediaKind::Video,
+        TagKind::Script => MediaKind::Data,
+    };
+    rtmp::encode_media_message(kind, frame.dts_ms as u32, &flv::write_body(frame))
+}
+
+enum Role {
+    Idle,
+    Publishing(Box<Ingest>),
+    Playing { sub: Box<StreamSubscription>, filter: TrackFilter },
+}
+
+struct Session {
+    shard: Rc<Shard>,
+    peer: Option<SocketAddr>,
+    conn: RtmpServerConn,
+    role: Role,
+    out: Egress,
+    app: Option<String>,
+}
+
+pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>) {
+    let cfg = RtmpServerConfig {
+        max_message_bytes: shard.config.rtmp.max_message_bytes as usize,
+        ack_window_bytes: shard.config.rtmp.ack_window_bytes,
+        ..RtmpServerConfig::default()
+    };
+    let session = Session { shard, peer, conn: RtmpServerConn::new(cfg), role: Role::Idle, out: Egress::default(), app: None };
+    run(stream, session, Vec::new()).await;
+}
+
+/// A publisher connection handed over from another shard (see the module note).
+struct Handover {
+    fd: std::os::fd::OwnedFd,
+    conn: RtmpServerConn,
+    peer: Option<SocketAddr>,
+    app: Option<String>,
+    key: StreamKey,
+}
+
+fn adopt(h: Handover) {
+    let shard = Shard::current();
+    rt::spawn(Queue::Media, async move {
+        let _open = shard.metrics().connection_opened(&shard.metrics().rtmp_connections);
+        let stream = rt::adopt_stream(h.fd);
+        let mut session =
+            Session { shard: Rc::clone(&shard), peer: h.peer, conn: h.conn, role: Role::Idle, out: Egress::default(), app: h.app };
+        match session.start_publish(&h.key) {
+            Ok(None) => run(stream, session, Vec::new()).await,
+            Ok(Some(_)) | Err(()) => {
+                let mut stream = stream;
+                let _ = session.out.flush(&mut stream, WRITE_STALL).await;
+            }
+        }
+    });
+}
+
+async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
+    let mut buf = vec![0u8; READ_BUF];
+    let started = Instant::now();
+    let mut bytes_in: &[u8] = &pending;
+    loop {
+        if !bytes_in.is_empty() {
+            if let Err(e) = s.conn.handle_bytes(Instant::now(), bytes_in) {
+                ShardMetrics::add(&s.shard.metrics().protocol_errors, 1);
+                tracing::warn!(peer = ?s.peer, error = %e, "RTMP connection closed: bad input");
+                let _ = s.out.flush(&mut stream, WRITE_STALL).await;
+                return;
+            }
+        }
+        match s.drain_events() {
+            Step::Continue => {}
+            Step::Close => {
+                let _ = s.out.flush(&mut stream, WRITE_STALL).await;
+                return;
+            }
+            Step::Handover(owner, key) => {
+                let _ = s.out.flush(&mut stream, WRITE_STALL).await;
+                let Session { shard, peer, conn, app, .. } = s;
+                match rt::release_stream(stream) {
+                    Ok(fd) => {
+                        tracing::info!(stream = %key, from = shard.id, to = owner, "publisher handed to the stream's owner shard");
+                        let h = Handover { fd, conn, peer, app, key };
+                        shard.hub.run_on(owner, Box::new(move || adopt(h)));
+                    }
+                    Err(e) => tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing"),
+                }
+                return;
+            }
+        }
+        // Media for a viewer goes after any control replies, in one write.
+        let mut ended = None;
+        if let Role::Playing { sub, filter } = &mut s.role {
+            ended = s.out.gather(sub, format::RTMP, *filter, rtmp_chunks, |o, b| o.push(b));
+        }
+        match s.out.flush(&mut stream, WRITE_STALL).await {
+            Ok(n) => ShardMetrics::add(&s.shard.metrics().bytes_out, n as u64),
+            Err(e) => {
+                tracing::debug!(peer = ?s.peer, error = %e, "RTMP peer gone");
+                return;
+            }
+        }
+        if let Some(end) = ended {
+            s.viewer_ended(end);
+            let _ = s.out.flush(&mut stream, WRITE_STALL).await;
+            continue;
+        }
+        if let Role::Idle = s.role {
+            if started.elapsed() > HANDSHAKE_TIMEOUT && s.app.is_none() {
+                tracing::debug!(peer = ?s.peer, "RTMP connection closed: no connect within the handshake timeout");
+                return;
+            }
+        }
+        // Wait for input, for frames (viewer), for a kick (publisher) or for a timeout.
+        let idle = Duration::from_millis(s.shard.config.streams.idle_timeout_ms.max(1000));
+        let limit = match s.role {
+            Role::Idle if s.app.is_none() => HANDSHAKE_TIMEOUT,
+            _ => idle,
+        };
+        let input = match &s.role {
+            Role::Playing { sub, .. } => {
+                let read = async { Some(stream.read(&mut buf).await) };
+                let frames = async {
+                    sub.wait().await;
+                    None
+                };
+                futures_lite::future::or(read, frames).await
+            }
+            Role::Publishing(ingest) => {
+                let kicked = ingest.kicked();
+                let read = async { rt::timeout(limit, stream.read(&mut buf)).await };
+                let kick = async {
+                    kicked.wait().await;
+                    None
+                };
+                match futures_lite::future::or(read, kick).await {
+                    Some(r) => Some(r),
+                    None if kicked.is_fired() => return,
+                    None => {
+                        tracing::info!(stream = %ingest.key(), "publisher sent nothing for {} s: closing", limit.as_secs());
+                        return;
+                    }
+                }
+            }
+            Role::Idle => {
+                let stopping = async {
+                    s.shard.stopping.wait().await;
+                    None
+                };
+                let read = async { rt::timeout(limit, stream.read(&mut buf)).await };
+                match futures_lite::future::or(read, stopping).await {
+                    Some(r) => Some(r),
+                    None => return,
+                }
+            }
+        };
+        bytes_in = match input {
+            None => &[],
+            Some(Ok(0)) | Some(Err(_)) => return,
+            Some(Ok(n)) => {
+                ShardMetrics::add(&s.shard.metrics().bytes_in, n as u64);
+                &buf[..n]
+            }
+        };
+        if let Some(t) = s.conn.poll_timeout() {
+            if t <= Instant::now() {
+                s.conn.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Close,
+    Handover(usize, StreamKey),
+}
+
+impl Session {
+    fn drain_events(&mut self) -> Step {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                RtmpEvent::Transmit(b) => self.out.push(b),
+                RtmpEvent::ConnectRequested { app, .. } => {
+                    let apps = &self.shard.config.rtmp.apps;
+                    if apps.is_empty() || apps.iter().any(|a| *a == app) {
+                        self.conn.accept_connect();
+                        self.app = Some(app);
+                    } else {
+                        ShardMetrics::add(&self.shard.metrics().rejected, 1);
+                        tracing::info!(peer = ?self.peer, %app, "RTMP connect rejected: unknown app");
+                        self.conn.reject_connect(&format!("unknown application '{app}'; configured apps: {}", apps.join(", ")));
+                    }
+                }
+                RtmpEvent::PublishRequested { name, .. } => {
+                    let Some(key) = self.key_for(&name) else {
+                        self.conn.reject_publish("NetStream.Publish.BadName", &format!("invalid stream name '{name}'"));
+                        continue;
+                    };
+                    match self.start_publish(&key) {
+                        Ok(Some(owner)) => return Step::Handover(owner, key),
+                        Ok(None) => {}
+                        Err(()) => {}
+                    }
+                }
+                RtmpEvent::PlayRequested { name, .. } => {
+                    let Some(key) = self.key_for(&name) else {
+                        self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("invalid stream name '{name}'"));
+                        continue;
+                    };
+                    self.start_play(&key);
+                }
+                RtmpEvent::Media { kind, timestamp_ms, body } => {
+                    if let Role::Publishing(ingest) = &mut self.role {
+                        let tag = match kind {
+                            MediaKind::Audio => TagKind::Audio,
+                            MediaKind::Video => TagKind::Video,
+                            MediaKind::Data => TagKind::Script,
+                        };
+                        if let Err(e) = ingest.push_tag(tag, timestamp_ms, body) {
+                            tracing::warn!(stream = %ingest.key(), error = %e, "publisher sent a frame that cannot be parsed; closing");
+                            ShardMetrics::add(&self.shard.metrics().protocol_errors, 1);
+                            return Step::Close;
+                        }
+                    }
+                }
+                RtmpEvent::ReceiveAudio(on) => {
+                    if let Role::Playing { filter, .. } = &mut self.role {
+                        filter.audio = on;
+                    }
+                }
+                RtmpEvent::ReceiveVideo(on) => {
+                    if let Role::Playing { filter, .. } = &mut self.role {
+                        filter.video = on;
+                    }
+                }
+                RtmpEvent::Unpublished | RtmpEvent::PlayStopped => self.role = Role::Idle,
+                RtmpEvent::Closed => return Step::Close,
+                _ => {}
+            }
+        }
+        Step::Continue
+    }
+
+    /// `name` may carry `?query` (kept for auth, not part of the key).
+    fn key_for(&self, name: &str) -> Option<StreamKey> {
+        let stream = name.split_once('?').map_or(name, |(s, _)| s);
+        StreamKey::new(self.app.as_deref()?, stream).ok()
+    }
+
+    /// `Ok(Some(owner))`: hand the connection to that shard.
+    fn start_publish(&mut self, key: &StreamKey) -> Result<Option<usize>, ()> {
+        match Ingest::start(&self.shard, key) {
+            Ok(ingest) => {
+                self.conn.accept_publish();
+                self.role = Role::Publishing(Box::new(ingest));
+                Ok(None)
+            }
+            Err(PublishError::OwnedElsewhere { owner }) => Ok(Some(owner)),
+            Err(e) => {
+                ShardMetrics::add(&self.shard.metrics().rejected, 1);
+                tracing::info!(stream = %key, peer = ?self.peer, error = %e, "publish refused");
+                self.conn.reject_publish("NetStream.Publish.BadName", &e.to_string());
+                Err(())
+            }
+        }
+    }
+
+    fn start_play(&mut self, key: &StreamKey) {
+        match self.shard.hub.subscribe(key) {
+            Ok(sub) => {
+                self.conn.accept_play();
+                tracing::debug!(stream = %key, remote = sub.is_remote(), "RTMP viewer joined");
+                self.role = Role::Playing { sub: Box::new(sub), filter: TrackFilter::default() };
+            }
+            Err(SubscribeError::NotFound { .. }) => {
+                if self.shard.config.rtmp.play_missing == PlayMissing::Wait {
+                    // Not built yet: waiting for a publisher. Answer as not found.
+                    tracing::debug!(stream = %key, "play of a missing stream (wait mode is not built; answering not found)");
+                }
+                ShardMetrics::add(&self.shard.metrics().rejected, 1);
+                self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("stream '{key}' is not being published"));
+            }
+            Err(e) => {
+                ShardMetrics::add(&self.shard.metrics().rejected, 1);
+                tracing::info!(stream = %key, error = %e, "RTMP viewer refused");
+                self.conn.reject_play("NetStream.Play.Failed", &e.to_string());
+            }
+        }
+    }
+
+    fn viewer_ended(&mut self, end: EgressEnd) {
+        match end {
+            EgressEnd::StreamEnded => self.conn.publish_ended(),
+            EgressEnd::TooSlow { skips } => {
+                ShardMetrics::add(&self.shard.metrics().slow_viewers, 1);
+                tracing::info!(peer = ?self.peer, skips, "RTMP viewer disconnected: too slow for the stream");
+            }
+        }
+        self.role = Role::Idle;
+    }
+}
