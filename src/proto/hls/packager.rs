@@ -672,7 +672,9 @@ impl<M: Muxer> Packager<M> {
 
     fn media_playlist(&self) -> MediaPlaylist {
         let ll = self.variant == Variant::Fmp4LowLatency;
-        let open = if ll { self.open.as_ref() } else { None };
+        // The segment in progress is listed through its parts once it has one; before
+        // that its tags (date, map, discontinuity) would dangle before the preload hint.
+        let open = self.open.as_ref().filter(|o| ll && !o.parts.is_empty());
         // EXT-X-PART tags more than three target durations from the end are dropped
         // (RFC 8216bis §6.2.2); the part bytes stay downloadable with their segment.
         let total_ms: u64 = self.listed_segments().map(|s| s.duration_ms).sum::<u64>()
@@ -1180,6 +1182,48 @@ mod tests {
     }
 
     #[test]
+    fn every_ll_playlist_published_is_well_formed() {
+        // After each update: the playlist parses, only the last entry is incomplete and it
+        // has parts, the hint names the part after the last one, and EXT-X-MEDIA-SEQUENCE
+        // and the URIs agree.
+        let mut p = packager(Variant::Fmp4LowLatency);
+        let mut checked = 0;
+        for f in av(0, 16_000, 30, 60) {
+            if p.push(&f, EPOCH_MS + f.dts_ms).unwrap().is_none() {
+                continue;
+            }
+            let playlist = media(&p);
+            let (open, complete) = match playlist.segments.split_last() {
+                Some((last, rest)) if last.complete.is_none() => (Some(last), rest),
+                _ => (None, &playlist.segments[..]),
+            };
+            for (i, segment) in complete.iter().enumerate() {
+                let msn = playlist.media_sequence + i as u64;
+                assert_eq!(
+                    segment.complete.as_ref().unwrap().uri,
+                    format!("s/{msn}.m4s")
+                );
+            }
+            let open_msn = playlist.media_sequence + complete.len() as u64;
+            let next_part = match open {
+                Some(open) => {
+                    assert!(!open.parts.is_empty(), "{playlist:?}");
+                    let last = &open.parts.last().unwrap().uri;
+                    assert_eq!(*last, format!("p/{open_msn}.{}.m4s", open.parts.len() - 1));
+                    open.parts.len()
+                }
+                None => 0,
+            };
+            assert_eq!(
+                playlist.preload_hint_part,
+                Some(format!("p/{open_msn}.{next_part}.m4s"))
+            );
+            checked += 1;
+        }
+        assert!(checked > 40);
+    }
+
+    #[test]
     fn ll_parts_with_a_keyframe_inside_are_independent() {
         // 25 fps, keyframes every second: the 1000 ms keyframe falls 40 ms into a part.
         let mut p = packager(Variant::Fmp4LowLatency);
@@ -1282,7 +1326,8 @@ mod tests {
             "4000 to 4480 plus one 40 ms frame"
         );
         let flags: Vec<bool> = playlist.segments.iter().map(|s| s.discontinuity).collect();
-        assert_eq!(flags, [false, false, false, true, false, false]);
+        // Segment 5 (from 4040) has no part yet, so it is not listed.
+        assert_eq!(flags, [false, false, false, true, false]);
         assert_eq!(playlist.discontinuity_sequence, 0);
         // Dates: continuous before the break, then the new wall clock.
         let dates: Vec<u64> = playlist
@@ -1352,8 +1397,9 @@ mod tests {
             .iter()
             .map(|s| s.map_uri.as_deref())
             .collect();
-        assert_eq!(maps, [Some("init.mp4"), None, Some("init-1.mp4"), None]);
-        assert_eq!(playlist.segments[2].discontinuity, true);
+        // The segment opened at 4520 has no part yet, so it is not listed.
+        assert_eq!(maps, [Some("init.mp4"), None, Some("init-1.mp4")]);
+        assert!(playlist.segments[2].discontinuity);
         let snapshot = p.snapshot();
         assert!(body(snapshot.lookup("/init.mp4", "")).contains("avc-1"));
         assert!(body(snapshot.lookup("/init-1.mp4", "")).contains("avc-2"));
