@@ -492,7 +492,9 @@ impl<M: Muxer> Packager<M> {
             discontinuity_sequence: self.discontinuity_sequence,
             discontinuity,
             init_generation,
-            program_date_time_ms: anchor.wall_ms + frame.dts_ms.saturating_sub(anchor.dts_ms),
+            program_date_time_ms: anchor
+                .wall_ms
+                .saturating_add(frame.dts_ms.saturating_sub(anchor.dts_ms)),
             start_dts_ms: frame.dts_ms,
             parts: Vec::new(),
             part_start_dts_ms: frame.dts_ms,
@@ -574,7 +576,7 @@ impl<M: Muxer> Packager<M> {
             .expect("close_segment is called only with an open segment");
         let duration_ms = end_dts_ms.saturating_sub(open.start_dts_ms);
         self.target_duration_s = self.target_duration_s.max(duration_ms.div_ceil(1000));
-        self.min_program_date_time_ms = open.program_date_time_ms + duration_ms;
+        self.min_program_date_time_ms = open.program_date_time_ms.saturating_add(duration_ms);
         self.segments.push_back(Arc::new(Segment {
             msn: open.msn,
             discontinuity_sequence: open.discontinuity_sequence,
@@ -611,12 +613,11 @@ impl<M: Muxer> Packager<M> {
             let last = self.last_dts_ms.unwrap_or(open.start_dts_ms);
             let end = match at {
                 Some(at) if at > last && at - last <= self.config.segment_target_ms => at,
-                _ => {
-                    last + self
-                        .max_recent_interval()
+                _ => last.saturating_add(
+                    self.max_recent_interval()
                         .unwrap_or(FALLBACK_FRAME_MS)
-                        .max(1)
-                }
+                        .max(1),
+                ),
             };
             self.close_segment(end);
         }
