@@ -50,26 +50,49 @@ impl Packagers {
             return None;
         }
         let hc = hls_config(config);
+        // Media sequence numbers start at the clock's seconds: never reused for a key,
+        // even across restarts, so segment URLs can be cached as immutable.
+        let first_msn = wallclock_ms() / 1000;
         let ts = config
             .hls
             .ts
-            .then(|| Packager::new(key.clone(), Variant::Ts, TsMuxer::new(), hc.clone()))
+            .then(|| Packager::new_at(key.clone(), Variant::Ts, TsMuxer::new(), hc.clone(), first_msn))
             .and_then(|r| r.map_err(|e| tracing::error!(stream = %key, error = %e, "HLS (TS) disabled")).ok());
         let ll = config
             .hls
             .ll
-            .then(|| Packager::new(key.clone(), Variant::Fmp4LowLatency, Fmp4Muxer::new(), hc.clone()))
+            .then(|| Packager::new_at(key.clone(), Variant::Fmp4LowLatency, Fmp4Muxer::new(), hc.clone(), first_msn))
             .and_then(|r| r.map_err(|e| tracing::error!(stream = %key, error = %e, "LL-HLS disabled")).ok());
         Some(Packagers { key: key.clone(), ts, ll, errors_logged: false })
     }
 
-    /// The publisher reconnected: the next segments carry EXT-X-DISCONTINUITY.
-    pub fn discontinuity(&mut self) {
+    /// The publisher reconnected: the next segments carry EXT-X-DISCONTINUITY (closing
+    /// the open segment is itself an update).
+    pub fn discontinuity(&mut self, shard: &Rc<Shard>, entry: &Arc<StreamEntry>) {
+        let mut updated = false;
         if let Some(p) = &mut self.ts {
-            p.discontinuity();
+            if p.discontinuity().is_some() {
+                entry.shared.hls_ts.store(Some(p.snapshot()));
+                updated = true;
+            }
         }
         if let Some(p) = &mut self.ll {
-            p.discontinuity();
+            if p.discontinuity().is_some() {
+                entry.shared.hls_ll.store(Some(p.snapshot()));
+                updated = true;
+            }
+        }
+        if updated {
+            self.announce(shard, entry);
+        }
+    }
+
+    /// Tell every shard that `entry`'s HLS snapshots changed.
+    fn announce(&self, shard: &Rc<Shard>, entry: &Arc<StreamEntry>) {
+        entry.shared.hls_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        for to in 0..shard.count {
+            let key = self.key.clone();
+            shard.hub.run_on(to, Box::new(move || Shard::current().hls_updated(&key)));
         }
     }
 
@@ -101,11 +124,7 @@ impl Packagers {
             }
         }
         if updated {
-            entry.shared.hls_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            for to in 0..shard.count {
-                let key = self.key.clone();
-                shard.hub.run_on(to, Box::new(move || Shard::current().hls_updated(&key)));
-            }
+            self.announce(shard, entry);
         }
     }
 

@@ -63,7 +63,7 @@ impl Ingest {
                 let mut st = o.borrow_mut();
                 st.timeline.republish();
                 if let Some(hls) = &mut st.hls {
-                    hls.discontinuity();
+                    hls.discontinuity(shard, publisher.entry());
                 }
                 Rc::clone(o)
             }
