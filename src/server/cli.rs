@@ -18,6 +18,10 @@ use super::config::{parse_layers, Config, ConfigError, Cores, LogFormat};
 /// The file used when no `--config` is given, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "shardcast.toml";
 
+/// Exit status for a configuration error (sysexits' EX_CONFIG). The systemd unit's
+/// `RestartPreventExitStatus=78` keeps it from restarting into the same error.
+pub const EXIT_CONFIG_ERROR: u8 = 78;
+
 /// Config files larger than this are refused: a config is a few KiB, and a mistaken
 /// path such as /dev/zero must not fill memory.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -225,6 +229,21 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("shardcast").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flag_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--config <PATH>",
+            "--cores <LIST>",
+            "--print-config",
+            "--check-config",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
     }
 
     #[test]
