@@ -12,7 +12,8 @@ fn main() -> ExitCode {
         Ok(Startup::Exit) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardcast: {e}");
-            return ExitCode::from(2);
+            // 78 (EX_CONFIG): the systemd unit does not restart on a config error.
+            return ExitCode::from(cli::EXIT_CONFIG_ERROR);
         }
     };
     if let Err(e) = shardcast::server::logging::init(loaded.config.server.log_format, &loaded.config.server.log_level) {

@@ -219,6 +219,72 @@ pub async fn write_all_vectored(
     Ok(written_total)
 }
 
+/// An append-only file written through io_uring (buffered I/O, so every completed write
+/// is in the kernel's page cache and survives a crash of this process; `sync` makes it
+/// survive a power loss). Used by recordings.
+pub struct FileWriter {
+    file: glommio::io::BufferedFile,
+    pos: u64,
+    pending: Vec<u8>,
+}
+
+impl FileWriter {
+    /// Create `path` (and its parent directories); fails if it exists.
+    pub async fn create_new(path: &std::path::Path) -> io::Result<FileWriter> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = glommio::io::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .buffered_open(path)
+            .await
+            .map_err(io::Error::from)?;
+        Ok(FileWriter { file, pos: 0, pending: Vec::with_capacity(256 * 1024) })
+    }
+
+    /// Queue bytes; they reach the file at the next `flush`.
+    pub fn append(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes written to the file so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Write everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::replace(&mut self.pending, Vec::with_capacity(256 * 1024));
+        let len = buf.len();
+        let n = self.file.write_at(buf, self.pos).await.map_err(io::Error::from)?;
+        self.pos += n as u64;
+        if n < len {
+            // A regular file only writes short when the disk is full.
+            return Err(io::Error::new(io::ErrorKind::StorageFull, format!("short write: {n} of {len} bytes")));
+        }
+        Ok(())
+    }
+
+    pub async fn sync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(io::Error::from)
+    }
+
+    /// Flush, sync and close.
+    pub async fn close(mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.sync().await?;
+        self.file.close().await.map_err(io::Error::from)
+    }
+}
+
 /// At most this many buffers per writev (Linux IOV_MAX is 1024).
 const MAX_IOV: usize = 256;
 

@@ -76,6 +76,7 @@ impl Ingest {
                     info: StreamInfo::default(),
                 }));
                 owners.insert(key.clone(), Rc::clone(&o));
+                crate::server::record::maybe_start(shard, key, publisher.ring());
                 o
             }
         };
