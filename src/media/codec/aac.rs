@@ -11,7 +11,9 @@ use super::CodecError;
 
 const ASC: &str = "AudioSpecificConfig";
 
-const SAMPLE_RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+const SAMPLE_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
 
 pub const AOT_AAC_LC: u8 = 2;
 pub const AOT_SBR: u8 = 5;
@@ -51,9 +53,9 @@ fn read_frequency(r: &mut BitReader<'_>) -> Result<(Option<u8>, u32), CodecError
         }
         return Ok((None, rate));
     }
-    let rate = *SAMPLE_RATES
-        .get(usize::from(index))
-        .ok_or_else(|| CodecError::invalid(ASC, format!("reserved sampling frequency index {index}")))?;
+    let rate = *SAMPLE_RATES.get(usize::from(index)).ok_or_else(|| {
+        CodecError::invalid(ASC, format!("reserved sampling frequency index {index}"))
+    })?;
     Ok((Some(index), rate))
 }
 
@@ -129,18 +131,22 @@ impl AudioSpecificConfig {
                 w.put(u32::from(aot), 5);
             }
         };
-        let write_freq = |w: &mut BitWriter, rate: u32| match SAMPLE_RATES.iter().position(|&r| r == rate) {
-            Some(i) => w.put(i as u32, 4),
-            None => {
-                w.put(0x0f, 4);
-                w.put(rate, 24);
-            }
-        };
+        let write_freq =
+            |w: &mut BitWriter, rate: u32| match SAMPLE_RATES.iter().position(|&r| r == rate) {
+                Some(i) => w.put(i as u32, 4),
+                None => {
+                    w.put(0x0f, 4);
+                    w.put(rate, 24);
+                }
+            };
         if self.sbr {
             write_aot(&mut w, if self.ps { AOT_PS } else { AOT_SBR });
             write_freq(&mut w, self.sample_rate);
             w.put(u32::from(self.channel_configuration), 4);
-            write_freq(&mut w, self.extension_sample_rate.unwrap_or(self.sample_rate * 2));
+            write_freq(
+                &mut w,
+                self.extension_sample_rate.unwrap_or(self.sample_rate * 2),
+            );
             write_aot(&mut w, self.object_type);
         } else {
             write_aot(&mut w, self.object_type);
@@ -148,7 +154,10 @@ impl AudioSpecificConfig {
             w.put(u32::from(self.channel_configuration), 4);
         }
         if !has_ga_specific_config(self.object_type) {
-            return Err(CodecError::unsupported(ASC, format!("writing object type {}", self.object_type)));
+            return Err(CodecError::unsupported(
+                ASC,
+                format!("writing object type {}", self.object_type),
+            ));
         }
         w.put(u32::from(self.frame_length_960), 1);
         w.put(0, 2); // dependsOnCoreCoder, extensionFlag
@@ -189,17 +198,29 @@ impl AudioSpecificConfig {
     pub fn adts_header(&self, raw_len: usize) -> Result<[u8; 7], CodecError> {
         const WHAT: &str = "ADTS header";
         if !(1..=4).contains(&self.object_type) {
-            return Err(CodecError::unsupported(WHAT, format!("audio object type {} has no ADTS profile", self.object_type)));
+            return Err(CodecError::unsupported(
+                WHAT,
+                format!("audio object type {} has no ADTS profile", self.object_type),
+            ));
         }
         let Some(freq) = self.sampling_frequency_index else {
-            return Err(CodecError::unsupported(WHAT, format!("explicit sampling rate {} Hz", self.sample_rate)));
+            return Err(CodecError::unsupported(
+                WHAT,
+                format!("explicit sampling rate {} Hz", self.sample_rate),
+            ));
         };
         if !(1..=7).contains(&self.channel_configuration) {
-            return Err(CodecError::unsupported(WHAT, "channel configuration 0 (program config element)"));
+            return Err(CodecError::unsupported(
+                WHAT,
+                "channel configuration 0 (program config element)",
+            ));
         }
         let len = raw_len + 7;
         if len > 0x1fff {
-            return Err(CodecError::invalid(WHAT, format!("AAC frame of {raw_len} bytes exceeds the 8191-byte ADTS frame")));
+            return Err(CodecError::invalid(
+                WHAT,
+                format!("AAC frame of {raw_len} bytes exceeds the 8191-byte ADTS frame"),
+            ));
         }
         let profile = self.object_type - 1;
         let ch = self.channel_configuration;
@@ -264,7 +285,10 @@ mod tests {
         assert!(!asc.ps);
         assert_eq!(asc.object_type, 2);
         assert_eq!(asc.codec_string(), "mp4a.40.5");
-        assert_eq!(AudioSpecificConfig::parse(&asc.to_bytes().unwrap()).unwrap(), asc);
+        assert_eq!(
+            AudioSpecificConfig::parse(&asc.to_bytes().unwrap()).unwrap(),
+            asc
+        );
     }
 
     #[test]
@@ -307,8 +331,14 @@ mod tests {
     fn malformed_configs_are_errors() {
         assert!(AudioSpecificConfig::parse(&[]).is_err());
         assert!(AudioSpecificConfig::parse(&[0x11]).is_err());
-        assert!(AudioSpecificConfig::parse(&[0x16, 0x90]).is_err(), "reserved rate index 13");
-        assert!(AudioSpecificConfig::parse(&[0x07, 0x90]).is_err(), "object type 0");
+        assert!(
+            AudioSpecificConfig::parse(&[0x16, 0x90]).is_err(),
+            "reserved rate index 13"
+        );
+        assert!(
+            AudioSpecificConfig::parse(&[0x07, 0x90]).is_err(),
+            "object type 0"
+        );
         let pce = AudioSpecificConfig::parse(&[0x11, 0x80]).unwrap();
         assert_eq!(pce.channels(), None);
         assert!(pce.adts_header(10).is_err());

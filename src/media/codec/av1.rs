@@ -36,7 +36,10 @@ impl Av1Config {
         let mut r = ByteReader::new(data, RECORD);
         let b0 = r.u8()?;
         if b0 != 0x81 {
-            return Err(CodecError::invalid(RECORD, format!("marker/version byte {b0:#04x}, expected 0x81")));
+            return Err(CodecError::invalid(
+                RECORD,
+                format!("marker/version byte {b0:#04x}, expected 0x81"),
+            ));
         }
         let b1 = r.u8()?;
         let b2 = r.u8()?;
@@ -103,7 +106,9 @@ impl Av1Config {
 
     /// Maximum frame size from the sequence header OBU, if the record carries one.
     pub fn dimensions(&self) -> Option<(u32, u32)> {
-        let seq = obus(&self.config_obus).filter_map(Result::ok).find(|o| o.obu_type == OBU_SEQUENCE_HEADER)?;
+        let seq = obus(&self.config_obus)
+            .filter_map(Result::ok)
+            .find(|o| o.obu_type == OBU_SEQUENCE_HEADER)?;
         let sh = SequenceHeader::parse(seq.payload).ok()?;
         Some((sh.max_frame_width, sh.max_frame_height))
     }
@@ -157,10 +162,20 @@ fn split_obu(data: &[u8]) -> Result<(Obu<'_>, &[u8]), CodecError> {
         data.len() - pos
     };
     if size > data.len() - pos {
-        return Err(CodecError::invalid(WHAT, format!("OBU of {size} bytes but only {} remain", data.len() - pos)));
+        return Err(CodecError::invalid(
+            WHAT,
+            format!("OBU of {size} bytes but only {} remain", data.len() - pos),
+        ));
     }
     let end = pos + size;
-    Ok((Obu { obu_type, raw: &data[..end], payload: &data[pos..end] }, &data[end..]))
+    Ok((
+        Obu {
+            obu_type,
+            raw: &data[..end],
+            payload: &data[pos..end],
+        },
+        &data[end..],
+    ))
 }
 
 /// Sequence header fields up to the frame size.
@@ -221,7 +236,14 @@ impl SequenceHeader {
         let height_bits = r.u32(4)? + 1;
         let max_frame_width = r.u32(width_bits)? + 1;
         let max_frame_height = r.u32(height_bits)? + 1;
-        Ok(SequenceHeader { seq_profile, still_picture, seq_level_idx_0, seq_tier_0, max_frame_width, max_frame_height })
+        Ok(SequenceHeader {
+            seq_profile,
+            still_picture,
+            seq_level_idx_0,
+            seq_tier_0,
+            max_frame_width,
+            max_frame_height,
+        })
     }
 }
 
@@ -249,8 +271,9 @@ mod tests {
         while bits.len() % 8 != 0 {
             bits.push('0');
         }
-        let payload: Vec<u8> =
-            (0..bits.len() / 8).map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap()).collect();
+        let payload: Vec<u8> = (0..bits.len() / 8)
+            .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
+            .collect();
         let mut obu = vec![(OBU_SEQUENCE_HEADER << 3) | 0x02, payload.len() as u8];
         obu.extend_from_slice(&payload);
         obu

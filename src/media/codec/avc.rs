@@ -61,7 +61,10 @@ impl AvcConfig {
         let mut r = ByteReader::new(data, RECORD);
         let version = r.u8()?;
         if version != 1 {
-            return Err(CodecError::invalid(RECORD, format!("configurationVersion {version}, expected 1")));
+            return Err(CodecError::invalid(
+                RECORD,
+                format!("configurationVersion {version}, expected 1"),
+            ));
         }
         let profile = r.u8()?;
         let compatibility = r.u8()?;
@@ -84,13 +87,26 @@ impl AvcConfig {
                 let bit_depth_chroma = (r.u8()? & 0x07) + 8;
                 let n = usize::from(r.u8()?);
                 let sps_ext = read_sets(&mut r, n)?;
-                Ok(AvcConfigExt { chroma_format, bit_depth_luma, bit_depth_chroma, sps_ext })
+                Ok(AvcConfigExt {
+                    chroma_format,
+                    bit_depth_luma,
+                    bit_depth_chroma,
+                    sps_ext,
+                })
             })()
             .ok()
         } else {
             None
         };
-        Ok(AvcConfig { profile, compatibility, level, nalu_length_size, sps, pps, ext })
+        Ok(AvcConfig {
+            profile,
+            compatibility,
+            level,
+            nalu_length_size,
+            sps,
+            pps,
+            ext,
+        })
     }
 
     /// Serializes the record (reserved bits set to 1, as the spec requires).
@@ -99,7 +115,13 @@ impl AvcConfig {
         if self.sps.len() > 31 || self.pps.len() > 255 {
             return Err(CodecError::invalid(RECORD, "more than 31 SPS or 255 PPS"));
         }
-        let mut out = vec![1, self.profile, self.compatibility, self.level, 0xfc | (len_size - 1)];
+        let mut out = vec![
+            1,
+            self.profile,
+            self.compatibility,
+            self.level,
+            0xfc | (len_size - 1),
+        ];
         out.push(0xe0 | self.sps.len() as u8);
         write_sets(&mut out, &self.sps)?;
         out.push(self.pps.len() as u8);
@@ -119,7 +141,10 @@ impl AvcConfig {
 
     /// RFC 6381 codec string, e.g. `avc1.64001f`.
     pub fn codec_string(&self) -> String {
-        format!("avc1.{:02x}{:02x}{:02x}", self.profile, self.compatibility, self.level)
+        format!(
+            "avc1.{:02x}{:02x}{:02x}",
+            self.profile, self.compatibility, self.level
+        )
     }
 
     /// The first SPS, parsed; `None` if it is malformed.
@@ -150,7 +175,10 @@ pub struct AvcSps {
 
 /// Profiles whose SPS carries chroma format, bit depth and scaling matrices (7.3.2.1.1).
 fn has_chroma_info(profile_idc: u8) -> bool {
-    matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135)
+    matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    )
 }
 
 fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), CodecError> {
@@ -169,7 +197,10 @@ impl AvcSps {
     /// Parses an SPS NAL unit (with its 1-byte NAL header, emulation prevention intact).
     pub fn parse(nal: &[u8]) -> Result<Self, CodecError> {
         if avc_nal_type(nal) != Some(avc_type::SPS) {
-            return Err(CodecError::invalid(SPS, format!("NAL unit type {:?} is not an SPS", avc_nal_type(nal))));
+            return Err(CodecError::invalid(
+                SPS,
+                format!("NAL unit type {:?} is not an SPS", avc_nal_type(nal)),
+            ));
         }
         let rbsp = unescape_rbsp(&nal[1..]);
         let mut r = BitReader::new(&rbsp, SPS);
@@ -182,7 +213,10 @@ impl AvcSps {
         if has_chroma_info(profile_idc) {
             chroma_format_idc = r.ue()?;
             if chroma_format_idc > 3 {
-                return Err(CodecError::invalid(SPS, format!("chroma_format_idc {chroma_format_idc}")));
+                return Err(CodecError::invalid(
+                    SPS,
+                    format!("chroma_format_idc {chroma_format_idc}"),
+                ));
             }
             if chroma_format_idc == 3 {
                 separate_colour_plane = r.flag()?;
@@ -213,7 +247,10 @@ impl AvcSps {
                 let _offset_for_top_to_bottom_field = r.se()?;
                 let cycle = r.ue()?;
                 if cycle > 255 {
-                    return Err(CodecError::invalid(SPS, format!("num_ref_frames_in_pic_order_cnt_cycle {cycle}")));
+                    return Err(CodecError::invalid(
+                        SPS,
+                        format!("num_ref_frames_in_pic_order_cnt_cycle {cycle}"),
+                    ));
                 }
                 for _ in 0..cycle {
                     r.se()?;
@@ -237,7 +274,11 @@ impl AvcSps {
                 *c = u64::from(r.ue()?);
             }
         }
-        let chroma_array_type = if separate_colour_plane { 0 } else { chroma_format_idc };
+        let chroma_array_type = if separate_colour_plane {
+            0
+        } else {
+            chroma_format_idc
+        };
         let (sub_w, sub_h) = match chroma_array_type {
             1 => (2, 2),
             2 => (2, 1),
@@ -248,11 +289,18 @@ impl AvcSps {
         let crop_y = sub_h * field_factor * (crop[2] + crop[3]);
         let full_w = width_mbs * 16;
         let full_h = height_map_units * 16 * field_factor;
-        let (Some(width), Some(height)) = (full_w.checked_sub(crop_x), full_h.checked_sub(crop_y)) else {
-            return Err(CodecError::invalid(SPS, "cropping exceeds the picture size"));
+        let (Some(width), Some(height)) = (full_w.checked_sub(crop_x), full_h.checked_sub(crop_y))
+        else {
+            return Err(CodecError::invalid(
+                SPS,
+                "cropping exceeds the picture size",
+            ));
         };
         if width == 0 || height == 0 || width > 1 << 16 || height > 1 << 16 {
-            return Err(CodecError::invalid(SPS, format!("picture size {width}x{height}")));
+            return Err(CodecError::invalid(
+                SPS,
+                format!("picture size {width}x{height}"),
+            ));
         }
         Ok(AvcSps {
             profile_idc,
@@ -274,8 +322,8 @@ pub(crate) mod tests {
 
     /// x264 (ffmpeg 5.1), High profile level 4.0, 1920x1088 coded, cropped to 1080.
     pub(crate) const SPS_1080P: &[u8] = &[
-        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00,
-        0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc6, 0x58,
+        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00,
+        0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc6, 0x58,
     ];
     pub(crate) const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
 
@@ -310,7 +358,12 @@ pub(crate) mod tests {
         let cfg = AvcConfig::parse(&rec).unwrap();
         assert_eq!(cfg.to_bytes().unwrap(), rec);
         let mut with_ext = cfg.clone();
-        with_ext.ext = Some(AvcConfigExt { chroma_format: 1, bit_depth_luma: 8, bit_depth_chroma: 8, sps_ext: vec![] });
+        with_ext.ext = Some(AvcConfigExt {
+            chroma_format: 1,
+            bit_depth_luma: 8,
+            bit_depth_chroma: 8,
+            sps_ext: vec![],
+        });
         let bytes = with_ext.to_bytes().unwrap();
         assert_eq!(AvcConfig::parse(&bytes).unwrap(), with_ext);
     }
@@ -319,7 +372,10 @@ pub(crate) mod tests {
     fn every_truncation_is_an_error() {
         let rec = record();
         for len in 0..rec.len() {
-            assert!(AvcConfig::parse(&rec[..len]).is_err(), "prefix of {len} bytes");
+            assert!(
+                AvcConfig::parse(&rec[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
         }
         // The fields we read end before the VUI: a prefix either fails or reads the same.
         let full = AvcSps::parse(SPS_1080P).unwrap();

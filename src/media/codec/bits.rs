@@ -29,7 +29,10 @@ impl<'a> BitReader<'a> {
     }
 
     pub fn bit(&mut self) -> Result<bool, CodecError> {
-        let byte = *self.data.get(self.pos / 8).ok_or_else(|| self.truncated())?;
+        let byte = *self
+            .data
+            .get(self.pos / 8)
+            .ok_or_else(|| self.truncated())?;
         let bit = (byte >> (7 - (self.pos % 8))) & 1;
         self.pos += 1;
         Ok(bit == 1)
@@ -41,7 +44,10 @@ impl<'a> BitReader<'a> {
 
     /// Reads `n` bits (at most 64) as an unsigned number.
     pub fn bits(&mut self, n: u32) -> Result<u64, CodecError> {
-        debug_assert!(n <= 64, "callers read fixed-width fields of at most 64 bits");
+        debug_assert!(
+            n <= 64,
+            "callers read fixed-width fields of at most 64 bits"
+        );
         if n as usize > self.bits_left() {
             return Err(self.truncated());
         }
@@ -104,7 +110,10 @@ impl<'a> BitReader<'a> {
                 return Ok(value);
             }
         }
-        Err(CodecError::Invalid { what: self.what, detail: "leb128 longer than 8 bytes".into() })
+        Err(CodecError::Invalid {
+            what: self.what,
+            detail: "leb128 longer than 8 bytes".into(),
+        })
     }
 
     /// AV1 `uvlc()` (spec 4.10.3).
@@ -214,7 +223,10 @@ mod tests {
     fn reads_past_the_end_are_errors() {
         let mut r = BitReader::new(&[0xff], "test");
         assert_eq!(r.bits(8).unwrap(), 0xff);
-        assert!(matches!(r.bit(), Err(CodecError::Truncated { what: "test" })));
+        assert!(matches!(
+            r.bit(),
+            Err(CodecError::Truncated { what: "test" })
+        ));
         let mut r = BitReader::new(&[0, 0, 0, 0, 0], "test");
         assert!(r.ue().is_err());
         let mut r = BitReader::new(&[0, 0], "test");
@@ -231,7 +243,10 @@ mod tests {
 
     #[test]
     fn emulation_prevention_is_removed() {
-        assert_eq!(unescape_rbsp(&[0, 0, 3, 1, 0, 0, 3, 0, 3]), vec![0, 0, 1, 0, 0, 0, 3]);
+        assert_eq!(
+            unescape_rbsp(&[0, 0, 3, 1, 0, 0, 3, 0, 3]),
+            vec![0, 0, 1, 0, 0, 0, 3]
+        );
         assert_eq!(unescape_rbsp(&[1, 3, 0, 3]), vec![1, 3, 0, 3]);
     }
 }

@@ -16,37 +16,57 @@ pub fn codec_config(data: &[u8]) {
         0 => {
             if let Ok(c) = avc::AvcConfig::parse(input) {
                 let bytes = c.to_bytes().expect("a parsed record has writable sizes");
-                assert_eq!(avc::AvcConfig::parse(&bytes).as_ref(), Ok(&c), "AVC record round trip");
+                assert_eq!(
+                    avc::AvcConfig::parse(&bytes).as_ref(),
+                    Ok(&c),
+                    "AVC record round trip"
+                );
                 let _ = c.parse_first_sps();
             }
         }
         1 => {
             if let Ok(c) = hevc::HevcConfig::parse(input) {
                 let bytes = c.to_bytes().expect("a parsed record has writable sizes");
-                assert_eq!(hevc::HevcConfig::parse(&bytes).as_ref(), Ok(&c), "HEVC record round trip");
+                assert_eq!(
+                    hevc::HevcConfig::parse(&bytes).as_ref(),
+                    Ok(&c),
+                    "HEVC record round trip"
+                );
                 let _ = (c.parse_first_sps(), c.codec_string());
             }
         }
         2 => {
             if let Ok(c) = av1::Av1Config::parse(input) {
-                assert_eq!(av1::Av1Config::parse(&c.to_bytes()).as_ref(), Ok(&c), "av1C round trip");
+                assert_eq!(
+                    av1::Av1Config::parse(&c.to_bytes()).as_ref(),
+                    Ok(&c),
+                    "av1C round trip"
+                );
                 let _ = (c.dimensions(), c.codec_string());
             }
         }
         3 => {
             if let Ok(c) = vp9::VpConfig::parse(input) {
                 let bytes = c.to_bytes().expect("a parsed record has writable sizes");
-                assert_eq!(vp9::VpConfig::parse(&bytes).as_ref(), Ok(&c), "vpcC round trip");
+                assert_eq!(
+                    vp9::VpConfig::parse(&bytes).as_ref(),
+                    Ok(&c),
+                    "vpcC round trip"
+                );
             }
             let _ = vp9::keyframe_size(input);
         }
         4 => {
             if let Ok(c) = aac::AudioSpecificConfig::parse(input) {
                 if let Ok(bytes) = c.to_bytes() {
-                    let again = aac::AudioSpecificConfig::parse(&bytes).expect("written ASC parses");
+                    let again =
+                        aac::AudioSpecificConfig::parse(&bytes).expect("written ASC parses");
                     assert_eq!(again.codec_string(), c.codec_string(), "ASC round trip");
                     assert_eq!(again.sample_rate, c.sample_rate, "ASC round trip");
-                    assert_eq!(again.channel_configuration, c.channel_configuration, "ASC round trip");
+                    assert_eq!(
+                        again.channel_configuration, c.channel_configuration,
+                        "ASC round trip"
+                    );
                 }
                 let _ = c.adts_header(input.len());
             }
@@ -61,7 +81,10 @@ pub fn codec_config(data: &[u8]) {
                 let mut out = Vec::new();
                 if nalu::to_annex_b(input, len_size, &mut out).is_ok() {
                     let n = nalu::nalus(input, len_size).count();
-                    assert!(out.len() <= input.len() + 4 * n, "Annex B output is bounded");
+                    assert!(
+                        out.len() <= input.len() + 4 * n,
+                        "Annex B output is bounded"
+                    );
                 }
             }
             for obu in av1::obus(input) {

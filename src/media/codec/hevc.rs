@@ -53,7 +53,10 @@ impl HevcConfig {
         // decoders accept it, so only the layout is checked.
         let version = r.u8()?;
         if version > 1 {
-            return Err(CodecError::invalid(RECORD, format!("configurationVersion {version}")));
+            return Err(CodecError::invalid(
+                RECORD,
+                format!("configurationVersion {version}"),
+            ));
         }
         let b = r.u8()?;
         let general_profile_compatibility_flags = r.u32()?;
@@ -78,7 +81,11 @@ impl HevcConfig {
                 let len = usize::from(r.u16()?);
                 nalus.push(Bytes::copy_from_slice(r.bytes(len)?));
             }
-            arrays.push(HevcNalArray { completeness: h & 0x80 != 0, nal_type: h & 0x3f, nalus });
+            arrays.push(HevcNalArray {
+                completeness: h & 0x80 != 0,
+                nal_type: h & 0x3f,
+                nalus,
+            });
         }
         Ok(HevcConfig {
             general_profile_space: b >> 6,
@@ -114,7 +121,9 @@ impl HevcConfig {
         out.extend_from_slice(&self.general_profile_compatibility_flags.to_be_bytes());
         out.extend_from_slice(&self.general_constraint_indicator_flags);
         out.push(self.general_level_idc);
-        out.extend_from_slice(&(0xf000 | (self.min_spatial_segmentation_idc & 0x0fff)).to_be_bytes());
+        out.extend_from_slice(
+            &(0xf000 | (self.min_spatial_segmentation_idc & 0x0fff)).to_be_bytes(),
+        );
         out.push(0xfc | (self.parallelism_type & 3));
         out.push(0xfc | (self.chroma_format_idc & 3));
         out.push(0xf8 | (self.bit_depth_luma.wrapping_sub(8) & 7));
@@ -131,8 +140,9 @@ impl HevcConfig {
         out.push(num_arrays);
         for array in &self.arrays {
             out.push(u8::from(array.completeness) << 7 | (array.nal_type & 0x3f));
-            let count = u16::try_from(array.nalus.len())
-                .map_err(|_| CodecError::invalid(RECORD, "more than 65535 NAL units in an array"))?;
+            let count = u16::try_from(array.nalus.len()).map_err(|_| {
+                CodecError::invalid(RECORD, "more than 65535 NAL units in an array")
+            })?;
             out.extend_from_slice(&count.to_be_bytes());
             for nal in &array.nalus {
                 let len = u16::try_from(nal.len())
@@ -160,7 +170,11 @@ impl HevcConfig {
             self.general_level_idc,
         );
         // Trailing zero bytes of the constraint flags are omitted.
-        let used = self.general_constraint_indicator_flags.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let used = self
+            .general_constraint_indicator_flags
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i + 1);
         for b in &self.general_constraint_indicator_flags[..used] {
             s.push_str(&format!(".{b:X}"));
         }
@@ -169,7 +183,10 @@ impl HevcConfig {
 
     /// The NAL units of the arrays of `nal_type`.
     pub fn nalus_of_type(&self, nal_type: u8) -> impl Iterator<Item = &[u8]> {
-        self.arrays.iter().filter(move |a| a.nal_type == nal_type).flat_map(|a| a.nalus.iter().map(|b| &b[..]))
+        self.arrays
+            .iter()
+            .filter(move |a| a.nal_type == nal_type)
+            .flat_map(|a| a.nalus.iter().map(|b| &b[..]))
     }
 
     /// VPS, SPS then PPS NAL units, in the order a decoder needs them.
@@ -180,7 +197,9 @@ impl HevcConfig {
     }
 
     pub fn parse_first_sps(&self) -> Option<HevcSps> {
-        self.nalus_of_type(hevc_type::SPS).next().and_then(|s| HevcSps::parse(s).ok())
+        self.nalus_of_type(hevc_type::SPS)
+            .next()
+            .and_then(|s| HevcSps::parse(s).ok())
     }
 }
 
@@ -203,7 +222,10 @@ impl HevcSps {
     /// Parses an SPS NAL unit (with its 2-byte NAL header, emulation prevention intact).
     pub fn parse(nal: &[u8]) -> Result<Self, CodecError> {
         if hevc_nal_type(nal) != Some(hevc_type::SPS) || nal.len() < 2 {
-            return Err(CodecError::invalid(SPS, format!("NAL unit type {:?} is not an SPS", hevc_nal_type(nal))));
+            return Err(CodecError::invalid(
+                SPS,
+                format!("NAL unit type {:?} is not an SPS", hevc_nal_type(nal)),
+            ));
         }
         let rbsp = unescape_rbsp(&nal[2..]);
         let mut r = BitReader::new(&rbsp, SPS);
@@ -217,13 +239,19 @@ impl HevcSps {
         r.skip(32 + 48)?; // compatibility flags, constraint flags
         let general_level_idc = r.u8(8)?;
         let mut sub_layer_flags = [(false, false); 8];
-        for flags in sub_layer_flags.iter_mut().take(usize::from(max_sub_layers_minus1)) {
+        for flags in sub_layer_flags
+            .iter_mut()
+            .take(usize::from(max_sub_layers_minus1))
+        {
             *flags = (r.flag()?, r.flag()?);
         }
         if max_sub_layers_minus1 > 0 {
             r.skip(2 * (8 - usize::from(max_sub_layers_minus1)))?;
         }
-        for &(profile_present, level_present) in sub_layer_flags.iter().take(usize::from(max_sub_layers_minus1)) {
+        for &(profile_present, level_present) in sub_layer_flags
+            .iter()
+            .take(usize::from(max_sub_layers_minus1))
+        {
             if profile_present {
                 r.skip(88)?;
             }
@@ -234,7 +262,10 @@ impl HevcSps {
         let _sps_id = r.ue()?;
         let chroma_format_idc = r.ue()?;
         if chroma_format_idc > 3 {
-            return Err(CodecError::invalid(SPS, format!("chroma_format_idc {chroma_format_idc}")));
+            return Err(CodecError::invalid(
+                SPS,
+                format!("chroma_format_idc {chroma_format_idc}"),
+            ));
         }
         let separate_colour_plane = chroma_format_idc == 3 && r.flag()?;
         let coded_w = u64::from(r.ue()?);
@@ -250,7 +281,11 @@ impl HevcSps {
         if bit_depth_luma > 16 || bit_depth_chroma > 16 {
             return Err(CodecError::invalid(SPS, "bit depth above 16"));
         }
-        let chroma_array_type = if separate_colour_plane { 0 } else { chroma_format_idc };
+        let chroma_array_type = if separate_colour_plane {
+            0
+        } else {
+            chroma_format_idc
+        };
         let (sub_w, sub_h) = match chroma_array_type {
             1 => (2, 2),
             2 => (2, 1),
@@ -259,10 +294,16 @@ impl HevcSps {
         let width = coded_w.checked_sub(sub_w * (window[0] + window[1]));
         let height = coded_h.checked_sub(sub_h * (window[2] + window[3]));
         let (Some(width), Some(height)) = (width, height) else {
-            return Err(CodecError::invalid(SPS, "conformance window exceeds the picture size"));
+            return Err(CodecError::invalid(
+                SPS,
+                "conformance window exceeds the picture size",
+            ));
         };
         if width == 0 || height == 0 || width > 1 << 16 || height > 1 << 16 {
-            return Err(CodecError::invalid(SPS, format!("picture size {width}x{height}")));
+            return Err(CodecError::invalid(
+                SPS,
+                format!("picture size {width}x{height}"),
+            ));
         }
         Ok(HevcSps {
             general_profile_space,
@@ -284,13 +325,13 @@ pub(crate) mod tests {
 
     // x265 3.5 (ffmpeg 5.1), Main profile, level 4 (120), 1920x1080.
     pub(crate) const VPS: &[u8] = &[
-        0x40, 0x01, 0x0c, 0x01, 0xff, 0xff, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00,
-        0x00, 0x03, 0x00, 0x00, 0x03, 0x00, 0x78, 0x95, 0x98, 0x09,
+        0x40, 0x01, 0x0c, 0x01, 0xff, 0xff, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00,
+        0x03, 0x00, 0x00, 0x03, 0x00, 0x78, 0x95, 0x98, 0x09,
     ];
     pub(crate) const SPS_1080P: &[u8] = &[
-        0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00,
-        0x00, 0x03, 0x00, 0x78, 0xa0, 0x03, 0xc0, 0x80, 0x10, 0xe5, 0x96, 0x56, 0x69, 0x24,
-        0xca, 0xf0, 0x16, 0x80, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x0f, 0x04,
+        0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x03, 0x00, 0x78, 0xa0, 0x03, 0xc0, 0x80, 0x10, 0xe5, 0x96, 0x56, 0x69, 0x24, 0xca, 0xf0,
+        0x16, 0x80, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x0f, 0x04,
     ];
     pub(crate) const PPS: &[u8] = &[0x44, 0x01, 0xc1, 0x72, 0xb4, 0x62, 0x40];
 

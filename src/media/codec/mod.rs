@@ -36,11 +36,41 @@ pub enum CodecError {
 
 impl CodecError {
     pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
-        CodecError::Invalid { what, detail: detail.into() }
+        CodecError::Invalid {
+            what,
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn unsupported(what: &'static str, detail: impl Into<String>) -> Self {
-        CodecError::Unsupported { what, detail: detail.into() }
+        CodecError::Unsupported {
+            what,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<CodecError> for crate::proto::mux::MuxError {
+    fn from(e: CodecError) -> Self {
+        crate::proto::mux::MuxError::Malformed {
+            what: "codec data",
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// A human name for a codec in error messages (`H.264 video`, `FLV sound format 10`).
+pub fn codec_name(codec: Codec) -> String {
+    match codec {
+        Codec::Video(VideoCodec::H264) => "H.264 video".into(),
+        Codec::Video(VideoCodec::H265) => "H.265 video".into(),
+        Codec::Video(VideoCodec::Av1) => "AV1 video".into(),
+        Codec::Video(VideoCodec::Vp9) => "VP9 video".into(),
+        Codec::Video(VideoCodec::Legacy { codec_id }) => format!("FLV video codec {codec_id}"),
+        Codec::Audio(AudioCodec::Aac) => "AAC audio".into(),
+        Codec::Audio(AudioCodec::Legacy { header }) if is_flv_mp3(header) => "MP3 audio".into(),
+        Codec::Audio(AudioCodec::Legacy { header }) => format!("FLV sound format {}", header >> 4),
+        Codec::Script => "script data".into(),
     }
 }
 
@@ -62,9 +92,7 @@ impl CodecConfig {
             Codec::Video(VideoCodec::H265) => CodecConfig::Hevc(HevcConfig::parse(payload)?),
             Codec::Video(VideoCodec::Av1) => CodecConfig::Av1(Av1Config::parse(payload)?),
             Codec::Video(VideoCodec::Vp9) => CodecConfig::Vp9(VpConfig::parse(payload)?),
-            Codec::Audio(AudioCodec::Aac) => {
-                CodecConfig::Aac(AudioSpecificConfig::parse(payload)?)
-            }
+            Codec::Audio(AudioCodec::Aac) => CodecConfig::Aac(AudioSpecificConfig::parse(payload)?),
             other => {
                 return Err(CodecError::unsupported(
                     "codec configuration",
@@ -86,7 +114,10 @@ impl CodecConfig {
     }
 
     pub fn info(&self) -> CodecInfo {
-        let mut info = CodecInfo { codec_string: self.codec_string(), ..CodecInfo::default() };
+        let mut info = CodecInfo {
+            codec_string: self.codec_string(),
+            ..CodecInfo::default()
+        };
         match self {
             CodecConfig::Avc(c) => {
                 info.profile = Some(c.profile);
@@ -199,8 +230,8 @@ mod tests {
 
     #[test]
     fn aac_info() {
-        let info = CodecInfo::from_config(&config(Codec::Audio(AudioCodec::Aac), &[0x11, 0x90]))
-            .unwrap();
+        let info =
+            CodecInfo::from_config(&config(Codec::Audio(AudioCodec::Aac), &[0x11, 0x90])).unwrap();
         assert_eq!(info.codec_string, "mp4a.40.2");
         assert_eq!(info.sample_rate, Some(48000));
         assert_eq!(info.channels, Some(2));
@@ -210,9 +241,11 @@ mod tests {
     #[test]
     fn mp3_info_from_flv_header() {
         // format 2, 44 kHz, 16-bit, stereo
-        let info =
-            CodecInfo::from_config(&config(Codec::Audio(AudioCodec::Legacy { header: 0x2f }), &[]))
-                .unwrap();
+        let info = CodecInfo::from_config(&config(
+            Codec::Audio(AudioCodec::Legacy { header: 0x2f }),
+            &[],
+        ))
+        .unwrap();
         assert_eq!(info.codec_string, "mp4a.40.34");
         assert_eq!(info.sample_rate, Some(44100));
         assert_eq!(info.channels, Some(2));

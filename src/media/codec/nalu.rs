@@ -37,7 +37,10 @@ pub fn hevc_nal_type(nal: &[u8]) -> Option<u8> {
 pub fn check_length_size(len_size: u8) -> Result<u8, CodecError> {
     match len_size {
         1 | 2 | 4 => Ok(len_size),
-        n => Err(CodecError::invalid("NAL unit length size", format!("{n} bytes (must be 1, 2 or 4)"))),
+        n => Err(CodecError::invalid(
+            "NAL unit length size",
+            format!("{n} bytes (must be 1, 2 or 4)"),
+        )),
     }
 }
 
@@ -50,7 +53,10 @@ pub struct Nalus<'a> {
 
 /// NAL units of `payload`, each prefixed by a big-endian length of `len_size` bytes.
 pub fn nalus(payload: &[u8], len_size: u8) -> Nalus<'_> {
-    Nalus { rest: payload, len_size: usize::from(len_size) }
+    Nalus {
+        rest: payload,
+        len_size: usize::from(len_size),
+    }
 }
 
 impl<'a> Iterator for Nalus<'a> {
@@ -62,14 +68,22 @@ impl<'a> Iterator for Nalus<'a> {
         }
         let fail = |this: &mut Self, detail: String| {
             this.rest = &[];
-            Some(Err(CodecError::Invalid { what: "length-prefixed NAL units", detail }))
+            Some(Err(CodecError::Invalid {
+                what: "length-prefixed NAL units",
+                detail,
+            }))
         };
         if self.len_size == 0 || self.len_size > 4 || self.rest.len() < self.len_size {
-            let detail = format!("{} trailing bytes cannot hold a length prefix", self.rest.len());
+            let detail = format!(
+                "{} trailing bytes cannot hold a length prefix",
+                self.rest.len()
+            );
             return fail(self, detail);
         }
         let (prefix, body) = self.rest.split_at(self.len_size);
-        let len = prefix.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = prefix
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         if len > body.len() {
             let detail = format!("NAL unit of {len} bytes but only {} remain", body.len());
             return fail(self, detail);
@@ -107,7 +121,12 @@ pub fn annex_b_nalus(stream: &[u8]) -> impl Iterator<Item = &[u8]> {
             i += 1;
         }
     }
-    let ends: Vec<usize> = starts.iter().skip(1).map(|&s| s - 3).chain(std::iter::once(stream.len())).collect();
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&s| s - 3)
+        .chain(std::iter::once(stream.len()))
+        .collect();
     starts.into_iter().zip(ends).map(move |(s, e)| {
         let mut nal = &stream[s..e];
         while let [head @ .., 0] = nal {

@@ -30,9 +30,13 @@ impl VpConfig {
         // The bare record is 8 bytes plus init data; with the FullBox header, 12. The
         // init data size field tells which layout the bytes have.
         let size_at = |offset: usize| {
-            data.get(offset..offset + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            data.get(offset..offset + 2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
         };
-        let body = if data.len() >= 12 && data[0] == 1 && data[1..4] == [0, 0, 0] && size_at(10) == Some(data.len() - 12)
+        let body = if data.len() >= 12
+            && data[0] == 1
+            && data[1..4] == [0, 0, 0]
+            && size_at(10) == Some(data.len() - 12)
         {
             &data[4..]
         } else {
@@ -49,7 +53,10 @@ impl VpConfig {
         let codec_init_data = Bytes::copy_from_slice(r.bytes(init_len)?);
         let bit_depth = b >> 4;
         if !matches!(bit_depth, 8 | 10 | 12) {
-            return Err(CodecError::invalid(RECORD, format!("bit depth {bit_depth}")));
+            return Err(CodecError::invalid(
+                RECORD,
+                format!("bit depth {bit_depth}"),
+            ));
         }
         if profile > 3 {
             return Err(CodecError::invalid(RECORD, format!("profile {profile}")));
@@ -74,7 +81,9 @@ impl VpConfig {
         let mut out = vec![
             self.profile,
             self.level,
-            (self.bit_depth & 0x0f) << 4 | (self.chroma_subsampling & 7) << 1 | u8::from(self.video_full_range),
+            (self.bit_depth & 0x0f) << 4
+                | (self.chroma_subsampling & 7) << 1
+                | u8::from(self.video_full_range),
             self.colour_primaries,
             self.transfer_characteristics,
             self.matrix_coefficients,
@@ -86,7 +95,10 @@ impl VpConfig {
 
     /// Codec string, short form: `vp09.00.10.08`.
     pub fn codec_string(&self) -> String {
-        format!("vp09.{:02}.{:02}.{:02}", self.profile, self.level, self.bit_depth)
+        format!(
+            "vp09.{:02}.{:02}.{:02}",
+            self.profile, self.level, self.bit_depth
+        )
     }
 }
 
@@ -146,7 +158,10 @@ mod tests {
         for len in 0..record.len() {
             assert!(VpConfig::parse(&record[..len]).is_err());
         }
-        assert!(VpConfig::parse(&[0, 10, 0x52, 1, 1, 1, 0, 0]).is_err(), "bit depth 5");
+        assert!(
+            VpConfig::parse(&[0, 10, 0x52, 1, 1, 1, 0, 0]).is_err(),
+            "bit depth 5"
+        );
     }
 
     #[test]
@@ -160,7 +175,9 @@ mod tests {
         while bits.len() % 8 != 0 {
             bits.push('0');
         }
-        let bytes: Vec<u8> = (0..bits.len() / 8).map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap()).collect();
+        let bytes: Vec<u8> = (0..bits.len() / 8)
+            .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
+            .collect();
         assert_eq!(keyframe_size(&bytes), Some((352, 288)));
         assert_eq!(keyframe_size(&bytes[..5]), None);
         let mut inter = bytes.clone();
