@@ -20,6 +20,12 @@ pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::task::JoinHandle;
 pub use glommio::timer::Timer;
 
+/// Async I/O traits the runtime's sockets implement, and racing two futures.
+pub mod aio {
+    pub use futures_lite::future::or;
+    pub use futures_lite::{AsyncReadExt, AsyncWriteExt};
+}
+
 /// The task queues of the current shard.
 #[derive(Clone, Copy, Debug)]
 pub struct Queues {

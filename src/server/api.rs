@@ -24,7 +24,7 @@ fn error(status: Status, message: &str) -> Response {
 
 /// `rest` is the path after `/api/`.
 pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
-    match (request.method, rest) {
+    match (&request.method, rest) {
         (Method::Get | Method::Head, "streams") => streams(shard),
         (Method::Get | Method::Head, _) if rest.starts_with("streams/") => {
             let Some(key) = stream_key(&rest["streams".len()..]) else {

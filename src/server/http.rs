@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::AsyncReadExt;
+use shards::rt::aio::AsyncReadExt;
 use shards::rt::{self, TcpStream};
 
 use crate::media::{Frame, StreamKey};
@@ -191,7 +191,7 @@ async fn serve_flv(stream: &mut TcpStream, request: &Request, mut sub: StreamSub
             break Some(end);
         }
         // Wait for frames, and notice a closed connection (a read of 0) meanwhile.
-        let closed = futures_lite::future::or(
+        let closed = shards::rt::aio::or(
             async {
                 sub.wait().await;
                 false

@@ -119,7 +119,8 @@ impl Ingest {
         if frame.kind == FrameKind::Config {
             owner.note_config(&frame, self.publisher.entry());
         }
-        let fixes = owner.timeline.counters().total_fixes();
+        let c = owner.timeline.counters();
+        let fixes = c.clamped + c.forward_rebases + c.backward_rebases;
         if fixes > owner.timestamp_fixes_reported {
             if owner.timestamp_fixes_reported == 0 {
                 tracing::warn!(

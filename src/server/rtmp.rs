@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::AsyncReadExt;
+use shards::rt::aio::AsyncReadExt;
 use shards::hub::{PublishError, SubscribeError};
 use shards::rt::{self, Queue, TcpStream};
 
@@ -40,7 +40,7 @@ pub(crate) fn rtmp_chunks(frame: &Frame) -> Bytes {
         TagKind::Video => MediaKind::Video,
         TagKind::Script => MediaKind::Data,
     };
-    rtmp::encode_media_message(kind, frame.dts_ms as u32, &flv::write_body(frame))
+    rtmp::serialize_media(kind, frame.dts_ms as u32, &flv::write_body(frame)).unwrap_or_default()
 }
 
 enum Role {
@@ -59,10 +59,16 @@ struct Session {
 }
 
 pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>) {
+    let defaults = RtmpServerConfig::default();
     let cfg = RtmpServerConfig {
-        max_message_bytes: shard.config.rtmp.max_message_bytes as usize,
-        ack_window_bytes: shard.config.rtmp.ack_window_bytes,
-        ..RtmpServerConfig::default()
+        window_ack_size: shard.config.rtmp.ack_window_bytes,
+        decoder: rtmp::chunk::ChunkDecoderConfig {
+            max_message_size: shard.config.rtmp.max_message_bytes as usize,
+            ..defaults.decoder.clone()
+        },
+        idle_timeout: Duration::from_millis(shard.config.streams.idle_timeout_ms.max(1000)),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        ..defaults
     };
     let session = Session { shard, peer, conn: RtmpServerConn::new(cfg), role: Role::Idle, out: Egress::default(), app: None };
     run(stream, session, Vec::new()).await;
@@ -96,7 +102,6 @@ fn adopt(h: Handover) {
 
 async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
     let mut buf = vec![0u8; READ_BUF];
-    let started = Instant::now();
     let mut bytes_in: &[u8] = &pending;
     loop {
         if !bytes_in.is_empty() {
@@ -106,6 +111,9 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
                 let _ = s.out.flush(&mut stream, WRITE_STALL).await;
                 return;
             }
+        }
+        if s.conn.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            s.conn.handle_timeout(Instant::now());
         }
         match s.drain_events() {
             Step::Continue => {}
@@ -132,80 +140,57 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
         if let Role::Playing { sub, filter } = &mut s.role {
             ended = s.out.gather(sub, format::RTMP, *filter, rtmp_chunks, |o, b| o.push(b));
         }
+        let viewer_ended = ended.is_some();
+        if let Some(end) = ended {
+            s.viewer_ended(end);
+        }
         match s.out.flush(&mut stream, WRITE_STALL).await {
-            Ok(n) => ShardMetrics::add(&s.shard.metrics().bytes_out, n as u64),
+            Ok(n) => {
+                ShardMetrics::add(&s.shard.metrics().bytes_out, n as u64);
+                s.conn.record_media_sent(n);
+            }
             Err(e) => {
                 tracing::debug!(peer = ?s.peer, error = %e, "RTMP peer gone");
                 return;
             }
         }
-        if let Some(end) = ended {
-            s.viewer_ended(end);
-            let _ = s.out.flush(&mut stream, WRITE_STALL).await;
+        if viewer_ended {
             continue;
         }
-        if let Role::Idle = s.role {
-            if started.elapsed() > HANDSHAKE_TIMEOUT && s.app.is_none() {
-                tracing::debug!(peer = ?s.peer, "RTMP connection closed: no connect within the handshake timeout");
-                return;
-            }
-        }
-        // Wait for input, for frames (viewer), for a kick (publisher) or for a timeout.
-        let idle = Duration::from_millis(s.shard.config.streams.idle_timeout_ms.max(1000));
-        let limit = match s.role {
-            Role::Idle if s.app.is_none() => HANDSHAKE_TIMEOUT,
-            _ => idle,
-        };
-        let input = match &s.role {
-            Role::Playing { sub, .. } => {
-                let read = async { Some(stream.read(&mut buf).await) };
-                let frames = async {
-                    sub.wait().await;
-                    None
-                };
-                futures_lite::future::or(read, frames).await
-            }
-            Role::Publishing(ingest) => {
-                let kicked = ingest.kicked();
-                let read = async { rt::timeout(limit, stream.read(&mut buf)).await };
-                let kick = async {
-                    kicked.wait().await;
-                    None
-                };
-                match futures_lite::future::or(read, kick).await {
-                    Some(r) => Some(r),
-                    None if kicked.is_fired() => return,
-                    None => {
-                        tracing::info!(stream = %ingest.key(), "publisher sent nothing for {} s: closing", limit.as_secs());
-                        return;
-                    }
+        // Wait for input, frames (viewer), a kick (publisher), shutdown, or the core's
+        // next timer (handshake/idle timeouts, pings).
+        let wait = s.conn.poll_timeout().map_or(Duration::from_secs(60), |t| t.saturating_duration_since(Instant::now()));
+        let read = async { Some(stream.read(&mut buf).await) };
+        let other = async {
+            match &s.role {
+                Role::Playing { sub, .. } => sub.wait().await,
+                Role::Publishing(ingest) => {
+                    let kicked = ingest.kicked();
+                    shards::rt::aio::or(kicked.wait(), s.shard.stopping.wait()).await
                 }
+                Role::Idle => s.shard.stopping.wait().await,
             }
-            Role::Idle => {
-                let stopping = async {
-                    s.shard.stopping.wait().await;
-                    None
-                };
-                let read = async { rt::timeout(limit, stream.read(&mut buf)).await };
-                match futures_lite::future::or(read, stopping).await {
-                    Some(r) => Some(r),
-                    None => return,
-                }
-            }
+            None
         };
+        let input = rt::timeout(wait, shards::rt::aio::or(read, other)).await;
         bytes_in = match input {
-            None => &[],
-            Some(Ok(0)) | Some(Err(_)) => return,
-            Some(Ok(n)) => {
+            None | Some(None) => {
+                let stop = match &s.role {
+                    Role::Publishing(ingest) => ingest.kicked().is_fired() || s.shard.stopping.is_fired(),
+                    Role::Idle => s.shard.stopping.is_fired(),
+                    Role::Playing { .. } => false,
+                };
+                if stop {
+                    return;
+                }
+                &[]
+            }
+            Some(Some(Ok(0))) | Some(Some(Err(_))) => return,
+            Some(Some(Ok(n))) => {
                 ShardMetrics::add(&s.shard.metrics().bytes_in, n as u64);
                 &buf[..n]
             }
         };
-        if let Some(t) = s.conn.poll_timeout() {
-            if t <= Instant::now() {
-                s.conn.handle_timeout(Instant::now());
-            }
-        }
     }
 }
 
@@ -223,17 +208,17 @@ impl Session {
                 RtmpEvent::ConnectRequested { app, .. } => {
                     let apps = &self.shard.config.rtmp.apps;
                     if apps.is_empty() || apps.iter().any(|a| *a == app) {
-                        self.conn.accept_connect();
+                        let _ = self.conn.accept_connect();
                         self.app = Some(app);
                     } else {
                         ShardMetrics::add(&self.shard.metrics().rejected, 1);
                         tracing::info!(peer = ?self.peer, %app, "RTMP connect rejected: unknown app");
-                        self.conn.reject_connect(&format!("unknown application '{app}'; configured apps: {}", apps.join(", ")));
+                        let _ = self.conn.reject_connect(&format!("unknown application '{app}'; configured apps: {}", apps.join(", ")));
                     }
                 }
                 RtmpEvent::PublishRequested { name, .. } => {
                     let Some(key) = self.key_for(&name) else {
-                        self.conn.reject_publish("NetStream.Publish.BadName", &format!("invalid stream name '{name}'"));
+                        let _ = self.conn.reject_publish("NetStream.Publish.BadName", &format!("invalid stream name '{name}'"));
                         continue;
                     };
                     match self.start_publish(&key) {
@@ -244,7 +229,7 @@ impl Session {
                 }
                 RtmpEvent::PlayRequested { name, .. } => {
                     let Some(key) = self.key_for(&name) else {
-                        self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("invalid stream name '{name}'"));
+                        let _ = self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("invalid stream name '{name}'"));
                         continue;
                     };
                     self.start_play(&key);
@@ -274,8 +259,10 @@ impl Session {
                     }
                 }
                 RtmpEvent::Unpublished | RtmpEvent::PlayStopped => self.role = Role::Idle,
-                RtmpEvent::Closed => return Step::Close,
-                _ => {}
+                RtmpEvent::Closed(reason) => {
+                    tracing::debug!(peer = ?self.peer, ?reason, "RTMP connection closed by the core");
+                    return Step::Close;
+                }
             }
         }
         Step::Continue
@@ -291,7 +278,7 @@ impl Session {
     fn start_publish(&mut self, key: &StreamKey) -> Result<Option<usize>, ()> {
         match Ingest::start(&self.shard, key) {
             Ok(ingest) => {
-                self.conn.accept_publish();
+                let _ = self.conn.accept_publish();
                 self.role = Role::Publishing(Box::new(ingest));
                 Ok(None)
             }
@@ -299,7 +286,7 @@ impl Session {
             Err(e) => {
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
                 tracing::info!(stream = %key, peer = ?self.peer, error = %e, "publish refused");
-                self.conn.reject_publish("NetStream.Publish.BadName", &e.to_string());
+                let _ = self.conn.reject_publish("NetStream.Publish.BadName", &e.to_string());
                 Err(())
             }
         }
@@ -308,7 +295,7 @@ impl Session {
     fn start_play(&mut self, key: &StreamKey) {
         match self.shard.hub.subscribe(key) {
             Ok(sub) => {
-                self.conn.accept_play();
+                let _ = self.conn.accept_play();
                 tracing::debug!(stream = %key, remote = sub.is_remote(), "RTMP viewer joined");
                 self.role = Role::Playing { sub: Box::new(sub), filter: TrackFilter::default() };
             }
@@ -318,12 +305,12 @@ impl Session {
                     tracing::debug!(stream = %key, "play of a missing stream (wait mode is not built; answering not found)");
                 }
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
-                self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("stream '{key}' is not being published"));
+                let _ = self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("stream '{key}' is not being published"));
             }
             Err(e) => {
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
                 tracing::info!(stream = %key, error = %e, "RTMP viewer refused");
-                self.conn.reject_play("NetStream.Play.Failed", &e.to_string());
+                let _ = self.conn.reject_play("NetStream.Play.Failed", &e.to_string());
             }
         }
     }

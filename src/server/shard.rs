@@ -234,7 +234,7 @@ impl Protocol {
 
 async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accepted = shards::rt::aio::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;
             None
         })

@@ -263,3 +263,124 @@ pub fn decode(url: &str, seconds: u32) -> (u64, String, Output) {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+// ---- A blocking RTMP client over our sans-IO client core -------------------------------
+
+use shardcast::proto::rtmp::{ClientMode, MediaKind, PublishType, RtmpClientConfig, RtmpClientConn, RtmpClientEvent};
+
+/// One received media message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Media {
+    pub kind: MediaKind,
+    pub timestamp_ms: u32,
+    pub body: bytes::Bytes,
+}
+
+pub struct RtmpClient {
+    sock: TcpStream,
+    conn: RtmpClientConn,
+    pub statuses: Vec<String>,
+    pub media: Vec<Media>,
+    pub closed: bool,
+}
+
+impl RtmpClient {
+    pub fn connect(port: u16, app: &str, mode: ClientMode) -> RtmpClient {
+        let sock = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect to the RTMP port");
+        sock.set_nodelay(true).unwrap();
+        let tc_url = format!("rtmp://127.0.0.1:{port}/{app}");
+        let conn = RtmpClientConn::new(RtmpClientConfig::new(&tc_url, app, mode));
+        let mut c = RtmpClient { sock, conn, statuses: Vec::new(), media: Vec::new(), closed: false };
+        c.flush();
+        c
+    }
+
+    pub fn publisher(port: u16, app: &str, name: &str) -> RtmpClient {
+        Self::connect(port, app, ClientMode::Publish { name: name.into(), publish_type: PublishType::Live })
+    }
+
+    pub fn player(port: u16, app: &str, name: &str) -> RtmpClient {
+        Self::connect(port, app, ClientMode::Play { name: name.into() })
+    }
+
+    fn flush(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                RtmpClientEvent::Transmit(b) => {
+                    if self.sock.write_all(&b).is_err() {
+                        self.closed = true;
+                    }
+                }
+                RtmpClientEvent::Status { code, .. } => self.statuses.push(code),
+                RtmpClientEvent::CallFailed { code, .. } => self.statuses.push(code),
+                RtmpClientEvent::Connected => self.statuses.push("connected".into()),
+                RtmpClientEvent::Media { kind, timestamp_ms, body } => self.media.push(Media { kind, timestamp_ms, body }),
+            }
+        }
+    }
+
+    /// Read for up to `d` (or until the server closes).
+    pub fn pump(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        let mut buf = vec![0u8; 65536];
+        while !self.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            match self.sock.read(&mut buf) {
+                Ok(0) => self.closed = true,
+                Ok(n) => {
+                    if let Err(e) = self.conn.handle_bytes(Instant::now(), &buf[..n]) {
+                        panic!("RTMP client: bad bytes from the server: {e}");
+                    }
+                    self.flush();
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    /// Pump until `code` arrives; panics after 10 s.
+    pub fn expect_status(&mut self, code: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.statuses.iter().any(|s| s == code) {
+            assert!(Instant::now() < deadline && !self.closed, "no {code}; statuses so far: {:?}", self.statuses);
+            self.pump(Duration::from_millis(50));
+        }
+    }
+
+    pub fn send(&mut self, kind: MediaKind, timestamp_ms: u32, body: &[u8]) {
+        self.conn.send_media(kind, timestamp_ms, body).expect("publishing");
+        self.flush();
+    }
+
+    pub fn stop(mut self) {
+        self.conn.stop();
+        self.flush();
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    pub fn raw(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+}
+
+/// The tags of an FLV file as (kind, timestamp, body).
+pub fn flv_tags(path: &Path) -> Vec<Media> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut reader = shardcast::proto::flv::FlvReader::new();
+    reader.push(&data);
+    let mut out = Vec::new();
+    while let Some(tag) = reader.poll_tag().expect("valid FLV") {
+        let kind = match tag.kind {
+            shardcast::proto::flv::TagKind::Audio => MediaKind::Audio,
+            shardcast::proto::flv::TagKind::Video => MediaKind::Video,
+            shardcast::proto::flv::TagKind::Script => MediaKind::Data,
+        };
+        out.push(Media { kind, timestamp_ms: tag.timestamp_ms, body: tag.body });
+    }
+    out
+}

@@ -206,6 +206,22 @@ impl Response {
         &self.body
     }
 
+    /// Serializes a response that answers no parsed request (a malformed one): as to an
+    /// HTTP/1.1 GET, closing the connection.
+    pub fn encode_standalone(self) -> Encoded {
+        let request = Request {
+            method: Method::Get,
+            version: Version::Http11,
+            target: "/".into(),
+            path: "/".into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            keep_alive: false,
+            body: Bytes::new(),
+        };
+        self.close().encode(&request)
+    }
+
     /// Serializes the response for `request`: HEAD gets the head only (with the length a
     /// GET would have had), HTTP/1.0 gets no chunking and an explicit keep-alive, and a
     /// closing response says `Connection: close`.
