@@ -8,6 +8,7 @@
 
 pub mod boxes;
 pub mod fragment;
+pub mod fuzzing;
 pub mod init;
 pub mod muxer;
 pub mod reader;
