@@ -121,8 +121,25 @@ mod tests {
         let mut count = 0;
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();
-            super::codec_config(&std::fs::read(&path).unwrap());
+            let seed = std::fs::read(&path).unwrap();
+            super::codec_config(&seed);
             count += 1;
+            // Deterministic mutations (xorshift): flips and truncations of the body, and
+            // the same body under every parser selector.
+            let mut state = 0x9e37_79b9u32 ^ seed.len() as u32;
+            for i in 0..300usize {
+                let mut m = seed.clone();
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                if m.len() > 1 {
+                    let at = 1 + state as usize % (m.len() - 1);
+                    m[at] ^= (state >> 24) as u8 | 1;
+                }
+                m[0] = (i % 8) as u8;
+                super::codec_config(&m);
+                super::codec_config(&m[..1 + i % m.len().max(1)]);
+            }
         }
         assert!(count >= 5, "expected seeds in {}", dir.display());
     }

@@ -267,3 +267,49 @@ mod tests {
         assert!(matches!(err, CodecError::Unsupported { .. }), "{err}");
     }
 }
+
+#[cfg(test)]
+mod real_config_tests {
+    use super::*;
+    use crate::proto::fmp4::testsupport::frames_from_mp4;
+
+    fn infos(name: &str) -> Vec<CodecInfo> {
+        frames_from_mp4(name)
+            .iter()
+            .filter(|f| f.is_config())
+            .map(|f| CodecInfo::from_config(f).unwrap())
+            .collect()
+    }
+
+    /// Configs written by x264, x265, libaom, libvpx and ffmpeg's AAC encoder.
+    #[test]
+    fn codec_info_of_ffmpeg_encodes() {
+        let [video, audio] = &infos("h264_aac.mp4")[..] else {
+            panic!("two tracks")
+        };
+        assert_eq!(video.codec_string, "avc1.64000a");
+        assert_eq!(
+            (video.width, video.height, video.profile, video.level),
+            (Some(128), Some(72), Some(100), Some(10))
+        );
+        assert_eq!(audio.codec_string, "mp4a.40.2");
+        assert_eq!((audio.sample_rate, audio.channels), (Some(48000), Some(1)));
+        for (file, prefix) in [
+            ("h265.mp4", "hvc1.1.6.L"),
+            ("av1.mp4", "av01.0."),
+            ("vp9.mp4", "vp09.00."),
+        ] {
+            let [video] = &infos(file)[..] else {
+                panic!("one track in {file}")
+            };
+            assert!(
+                video.codec_string.starts_with(prefix),
+                "{file}: {}",
+                video.codec_string
+            );
+            if file != "vp9.mp4" {
+                assert_eq!((video.width, video.height), (Some(128), Some(72)), "{file}");
+            }
+        }
+    }
+}

@@ -507,11 +507,7 @@ fn parse_traf(
             * 4;
         // The count comes from the input: bound it by the bytes that must hold its
         // entries, or by the file size when entries are empty (all defaults).
-        let limit = if per_sample > 0 {
-            c.rest().len() / per_sample
-        } else {
-            file.len()
-        };
+        let limit = c.rest().len().checked_div(per_sample).unwrap_or(file.len());
         if count > limit {
             return Err(malformed(format!(
                 "trun claims {count} samples; at most {limit} fit"

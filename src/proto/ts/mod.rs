@@ -2,6 +2,7 @@
 //! and a [`reader`] that demuxes our output (and ffmpeg's) for tests and fuzzing.
 #![forbid(unsafe_code)]
 
+pub mod fuzzing;
 pub mod muxer;
 pub mod pes;
 pub mod psi;

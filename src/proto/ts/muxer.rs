@@ -63,6 +63,40 @@ enum VideoKind {
     H265,
 }
 
+/// How each video codec marks access units, parameter sets and random access points.
+struct NalRules {
+    nal_type: fn(&[u8]) -> Option<u8>,
+    /// The AUD NAL unit we insert (without start code).
+    aud: &'static [u8],
+    aud_type: u8,
+    /// SPS presence means the publisher already sends parameter sets in-band.
+    is_parameter_set: fn(u8) -> bool,
+    is_irap: fn(u8) -> bool,
+}
+
+impl NalRules {
+    fn of(kind: VideoKind) -> Self {
+        match kind {
+            VideoKind::H264 => NalRules {
+                nal_type: nalu::avc_nal_type,
+                aud: &AUD_H264,
+                aud_type: nalu::avc_type::AUD,
+                is_parameter_set: |t| t == nalu::avc_type::SPS,
+                is_irap: |t| t == nalu::avc_type::IDR,
+            },
+            VideoKind::H265 => NalRules {
+                nal_type: nalu::hevc_nal_type,
+                aud: &AUD_H265,
+                aud_type: nalu::hevc_type::AUD,
+                is_parameter_set: |t| t == nalu::hevc_type::SPS,
+                is_irap: |t| {
+                    (nalu::hevc_type::IRAP_FIRST..=nalu::hevc_type::IRAP_LAST).contains(&t)
+                },
+            },
+        }
+    }
+}
+
 struct VideoTrack {
     kind: VideoKind,
     nalu_length_size: u8,
@@ -222,7 +256,7 @@ impl TsMuxer {
         if self.psi_needed
             || self
                 .last_psi_ms
-                .is_none_or(|t| now.saturating_sub(t) >= PSI_INTERVAL_MS)
+                .map_or(true, |t| now.saturating_sub(t) >= PSI_INTERVAL_MS)
         {
             self.write_psi();
         }
@@ -324,7 +358,7 @@ impl TsMuxer {
             parameter_sets.extend_from_slice(&nalu::START_CODE);
             parameter_sets.extend_from_slice(set);
         }
-        let changed = self.video.as_ref().is_none_or(|v| v.kind != kind);
+        let changed = self.video.as_ref().map_or(true, |v| v.kind != kind);
         self.video = Some(VideoTrack {
             kind,
             nalu_length_size,
@@ -337,44 +371,23 @@ impl TsMuxer {
 
     /// AUD, parameter sets if needed, then the access unit's own NAL units, Annex B.
     fn annex_b_access_unit(track: &VideoTrack, frame: &Frame) -> Result<(Vec<u8>, bool), MuxError> {
-        let (nal_type, aud, is_aud, is_ps, is_irap): (
-            fn(&[u8]) -> Option<u8>,
-            &[u8],
-            u8,
-            fn(u8) -> bool,
-            fn(u8) -> bool,
-        ) = match track.kind {
-            VideoKind::H264 => (
-                nalu::avc_nal_type,
-                &AUD_H264,
-                nalu::avc_type::AUD,
-                |t| t == nalu::avc_type::SPS,
-                |t| t == nalu::avc_type::IDR,
-            ),
-            VideoKind::H265 => (
-                nalu::hevc_nal_type,
-                &AUD_H265,
-                nalu::hevc_type::AUD,
-                |t| t == nalu::hevc_type::SPS,
-                |t| (nalu::hevc_type::IRAP_FIRST..=nalu::hevc_type::IRAP_LAST).contains(&t),
-            ),
-        };
+        let rules = NalRules::of(track.kind);
         let mut has_ps = false;
         let mut irap = frame.keyframe;
         for nal in nalu::nalus(&frame.payload, track.nalu_length_size) {
-            let t = nal_type(nal?);
-            has_ps |= t.is_some_and(is_ps);
-            irap |= t.is_some_and(is_irap);
+            let t = (rules.nal_type)(nal?);
+            has_ps |= t.is_some_and(rules.is_parameter_set);
+            irap |= t.is_some_and(rules.is_irap);
         }
         let mut out = Vec::with_capacity(frame.payload.len() + track.parameter_sets.len() + 16);
         out.extend_from_slice(&nalu::START_CODE);
-        out.extend_from_slice(aud);
+        out.extend_from_slice(rules.aud);
         if irap && !has_ps {
             out.extend_from_slice(&track.parameter_sets);
         }
         // Framing was checked above; an AUD from the publisher would be a second one.
         for nal in nalu::nalus(&frame.payload, track.nalu_length_size).flatten() {
-            if nal.is_empty() || nal_type(nal) == Some(is_aud) {
+            if nal.is_empty() || (rules.nal_type)(nal) == Some(rules.aud_type) {
                 continue;
             }
             out.extend_from_slice(&nalu::START_CODE);
