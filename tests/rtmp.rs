@@ -255,7 +255,7 @@ fn enhanced_rtmp_hevc_and_av1_reach_rtmp_and_http_flv_viewers_byte_identical() {
 #[test]
 fn bad_input_closes_only_that_connection() {
     let server = Server::start("rtmp-bad", "[rtmp]\nmax_message_bytes = 1048576\n");
-    let mut publisher = publish_testsrc(&server.rtmp_url("live/safe"), 16, 25);
+    let mut publisher = publish_testsrc(&server.rtmp_url("live/safe"), 60, 25);
     wait_live(&server, "live/safe");
     let mut watcher = FlvViewer::open(&server, "/live/safe.flv");
     watcher.pump(Duration::from_millis(500));

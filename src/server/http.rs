@@ -159,7 +159,7 @@ pub(crate) fn flv_tag(frame: &Frame) -> Bytes {
 
 async fn serve_flv(stream: &mut TcpStream, request: &Request, mut sub: StreamSubscription, shard: &Rc<Shard>) {
     let key = sub.key().clone();
-    let _viewer = shard.metrics().gauge(&shard.metrics().flv_viewers);
+    let _viewer = shard.hold(|m| &m.flv_viewers);
     let info = sub.entry().shared.info.load_full();
     let (has_audio, has_video) = match info.as_deref() {
         Some(i) if i.audio_codec.is_some() || i.video_codec.is_some() => (i.audio_codec.is_some(), i.video_codec.is_some()),

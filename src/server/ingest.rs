@@ -20,7 +20,6 @@ use crate::media::{Codec, Frame, FrameKind, StreamKey, Track};
 use crate::proto::flv::{self, TagKind};
 use crate::server::hls::Packagers;
 use crate::server::media::{StreamInfo, StreamPublisher};
-use crate::server::metrics::ShardMetrics;
 use crate::server::shard::Shard;
 
 /// State of a stream on its owner shard that outlives any one publisher.
@@ -44,6 +43,7 @@ pub struct Ingest {
     publisher: StreamPublisher,
     owner: Rc<RefCell<OwnerState>>,
     kick: Rc<LocalEvent>,
+    _counted: crate::server::shard::Held,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +83,9 @@ impl Ingest {
         drop(owners);
         let kick = Rc::new(LocalEvent::default());
         shard.publishers.borrow_mut().insert(key.clone(), Rc::clone(&kick));
-        ShardMetrics::add(&shard.metrics().publishers, 1);
         tracing::info!(stream = %key, shard = shard.id, resumed = publisher.resumed(), "publishing");
-        Ok(Ingest { shard: Rc::clone(shard), publisher, owner, kick })
+        let counted = shard.hold(|m| &m.publishers);
+        Ok(Ingest { shard: Rc::clone(shard), publisher, owner, kick, _counted: counted })
     }
 
     pub fn key(&self) -> &StreamKey {
@@ -165,7 +165,6 @@ impl Drop for Ingest {
         if publishers.get(key).is_some_and(|k| Rc::ptr_eq(k, &self.kick)) {
             publishers.remove(key);
         }
-        self.shard.metrics().publishers.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(stream = %key, "publisher left; viewers stay for the reconnect grace");
     }
 }

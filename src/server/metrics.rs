@@ -32,31 +32,9 @@ pub struct ShardMetrics {
     pub hls_segments: AtomicU64,
 }
 
-/// Decrements a gauge when dropped.
-pub struct Gauge<'a>(&'a AtomicU64);
-
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl ShardMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Count an accepted connection; the returned guard counts it closed.
-    pub fn connection_opened<'a>(&'a self, accepted: &AtomicU64) -> Gauge<'a> {
-        accepted.fetch_add(1, Ordering::Relaxed);
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Gauge(&self.open)
-    }
-
-    /// Raise a gauge until the guard drops.
-    pub fn gauge<'a>(&'a self, gauge: &'a AtomicU64) -> Gauge<'a> {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Gauge(gauge)
     }
 
     pub fn open_connections(&self) -> u64 {

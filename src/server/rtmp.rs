@@ -25,7 +25,7 @@ use crate::server::egress::{Egress, EgressEnd, TrackFilter};
 use crate::server::ingest::Ingest;
 use crate::server::media::{format, StreamSubscription};
 use crate::server::metrics::ShardMetrics;
-use crate::server::shard::Shard;
+use crate::server::shard::{Held, Shard};
 
 /// A connection that completes no handshake/connect in this time is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +46,7 @@ pub(crate) fn rtmp_chunks(frame: &Frame) -> Bytes {
 enum Role {
     Idle,
     Publishing(Box<Ingest>),
-    Playing { sub: Box<StreamSubscription>, filter: TrackFilter },
+    Playing { sub: Box<StreamSubscription>, filter: TrackFilter, _viewer: Held },
 }
 
 struct Session {
@@ -86,7 +86,8 @@ struct Handover {
 fn adopt(h: Handover) {
     let shard = Shard::current();
     rt::spawn(Queue::Media, async move {
-        let _open = shard.metrics().connection_opened(&shard.metrics().rtmp_connections);
+        ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
+        let _open = shard.hold(|m| &m.open);
         let stream = rt::adopt_stream(h.fd);
         let mut session =
             Session { shard: Rc::clone(&shard), peer: h.peer, conn: h.conn, role: Role::Idle, out: Egress::default(), app: h.app };
@@ -137,7 +138,7 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
         }
         // Media for a viewer goes after any control replies, in one write.
         let mut ended = None;
-        if let Role::Playing { sub, filter } = &mut s.role {
+        if let Role::Playing { sub, filter, .. } = &mut s.role {
             ended = s.out.gather(sub, format::RTMP, *filter, rtmp_chunks, |o, b| o.push(b));
         }
         let viewer_ended = ended.is_some();
@@ -297,7 +298,8 @@ impl Session {
             Ok(sub) => {
                 let _ = self.conn.accept_play();
                 tracing::debug!(stream = %key, remote = sub.is_remote(), "RTMP viewer joined");
-                self.role = Role::Playing { sub: Box::new(sub), filter: TrackFilter::default() };
+                let viewer = self.shard.hold(|m| &m.rtmp_viewers);
+                self.role = Role::Playing { sub: Box::new(sub), filter: TrackFilter::default(), _viewer: viewer };
             }
             Err(SubscribeError::NotFound { .. }) => {
                 if self.shard.config.rtmp.play_missing == PlayMissing::Wait {

@@ -49,6 +49,18 @@ pub struct Shard {
     pub owner_streams: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<RefCell<crate::server::ingest::OwnerState>>>>,
 }
 
+/// A raised gauge (see [`Shard::hold`]).
+pub struct Held {
+    shard: Rc<Shard>,
+    gauge: fn(&ShardMetrics) -> &AtomicU64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.gauge)(self.shard.metrics()).fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
 }
@@ -61,6 +73,12 @@ impl Shard {
 
     pub fn metrics(&self) -> &ShardMetrics {
         &self.metrics[self.id]
+    }
+
+    /// Raise one of this shard's gauges until the returned guard drops.
+    pub fn hold(self: &Rc<Self>, gauge: fn(&ShardMetrics) -> &AtomicU64) -> Held {
+        gauge(self.metrics()).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Held { shard: Rc::clone(self), gauge }
     }
 
     /// Disconnect the publisher of `key` if it is on this shard (API kick).
@@ -254,11 +272,13 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
         let shard = Rc::clone(&shard);
         match protocol {
             Protocol::Rtmp => rt::spawn(Queue::Media, async move {
-                let _open = shard.metrics().connection_opened(&shard.metrics().rtmp_connections);
+                ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
+                let _open = shard.hold(|m| &m.open);
                 crate::server::rtmp::serve(stream, peer, Rc::clone(&shard)).await;
             }),
             Protocol::Http => rt::spawn(Queue::Media, async move {
-                let _open = shard.metrics().connection_opened(&shard.metrics().http_connections);
+                ShardMetrics::add(&shard.metrics().http_connections, 1);
+                let _open = shard.hold(|m| &m.open);
                 crate::server::http::serve(stream, peer, Rc::clone(&shard)).await;
             }),
         }

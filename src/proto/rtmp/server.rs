@@ -371,6 +371,9 @@ impl RtmpServerConn {
                     self.session.inbuf.advance(HANDSHAKE_SIZE);
                     self.session.count_received(HANDSHAKE_SIZE);
                     self.phase = Phase::Chunks;
+                    // Every reply (a rejection too) is chunked at our size, so the
+                    // client must learn it before the first one.
+                    self.transmit(message::set_chunk_size(self.config.chunk_size));
                 }
                 Phase::Chunks => {
                     if self.pending != Pending::None {
@@ -688,7 +691,6 @@ impl RtmpServerConn {
         let cs = self.config.chunk_size;
         self.transmit(message::window_ack_size(self.config.window_ack_size));
         self.transmit(message::set_peer_bandwidth(self.config.peer_bandwidth, 2));
-        self.transmit(message::set_chunk_size(cs));
         let props = Amf0Value::object([
             ("fmsVer", self.config.fms_version.as_str().into()),
             ("capabilities", 31.0.into()),
