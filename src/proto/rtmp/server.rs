@@ -656,14 +656,23 @@ impl RtmpServerConn {
         }
     }
 
-    fn take_pending(&mut self, action: &'static str) -> Result<Pending, RtmpError> {
-        match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::None => Err(RtmpError::InvalidState {
-                action,
-                state: "nothing is pending",
-            }),
-            p => Ok(p),
+    /// Takes the pending request if it is the one `wanted` recognises; otherwise leaves
+    /// it in place (a decision for the wrong request must not lose the right one).
+    fn take_pending(
+        &mut self,
+        action: &'static str,
+        wanted: fn(&Pending) -> bool,
+    ) -> Result<Pending, RtmpError> {
+        if !wanted(&self.pending) {
+            let state = match self.pending {
+                Pending::None => "nothing is pending",
+                Pending::Connect { .. } => "a connect is pending",
+                Pending::Publish { .. } => "a publish is pending",
+                Pending::Play { .. } => "a play is pending",
+            };
+            return Err(RtmpError::InvalidState { action, state });
         }
+        Ok(std::mem::replace(&mut self.pending, Pending::None))
     }
 
     /// Resumes decoding what arrived while the decision was pending.
@@ -678,7 +687,7 @@ impl RtmpServerConn {
             transaction_id,
             object_encoding,
             app,
-        } = self.take_pending("accept_connect")?
+        } = self.take_pending("accept_connect", |p| matches!(p, Pending::Connect { .. }))?
         else {
             return Err(RtmpError::InvalidState {
                 action: "accept_connect",
@@ -713,7 +722,9 @@ impl RtmpServerConn {
     /// Refuses the pending connect with `NetConnection.Connect.Rejected`; the connection
     /// then closes (a `Closed(Rejected)` event follows the reply).
     pub fn reject_connect(&mut self, reason: &str) -> Result<(), RtmpError> {
-        let Pending::Connect { transaction_id, .. } = self.take_pending("reject_connect")? else {
+        let Pending::Connect { transaction_id, .. } =
+            self.take_pending("reject_connect", |p| matches!(p, Pending::Connect { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "reject_connect",
                 state: "no connect is pending",
@@ -734,7 +745,9 @@ impl RtmpServerConn {
     /// Accepts the pending publish: StreamBegin and `NetStream.Publish.Start`; media
     /// events follow.
     pub fn accept_publish(&mut self) -> Result<(), RtmpError> {
-        let Pending::Publish { stream_id, name } = self.take_pending("accept_publish")? else {
+        let Pending::Publish { stream_id, name } =
+            self.take_pending("accept_publish", |p| matches!(p, Pending::Publish { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "accept_publish",
                 state: "no publish is pending",
@@ -756,7 +769,9 @@ impl RtmpServerConn {
     /// Refuses the pending publish with an error `onStatus` (`code` such as
     /// `NetStream.Publish.BadName`). The connection stays open; most clients close it.
     pub fn reject_publish(&mut self, code: &str, description: &str) -> Result<(), RtmpError> {
-        let Pending::Publish { stream_id, .. } = self.take_pending("reject_publish")? else {
+        let Pending::Publish { stream_id, .. } =
+            self.take_pending("reject_publish", |p| matches!(p, Pending::Publish { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "reject_publish",
                 state: "no publish is pending",
@@ -774,7 +789,7 @@ impl RtmpServerConn {
             stream_id,
             name,
             reset,
-        } = self.take_pending("accept_play")?
+        } = self.take_pending("accept_play", |p| matches!(p, Pending::Play { .. }))?
         else {
             return Err(RtmpError::InvalidState {
                 action: "accept_play",
@@ -819,7 +834,9 @@ impl RtmpServerConn {
 
     /// Refuses the pending play (`code` such as `NetStream.Play.StreamNotFound`).
     pub fn reject_play(&mut self, code: &str, description: &str) -> Result<(), RtmpError> {
-        let Pending::Play { stream_id, .. } = self.take_pending("reject_play")? else {
+        let Pending::Play { stream_id, .. } =
+            self.take_pending("reject_play", |p| matches!(p, Pending::Play { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "reject_play",
                 state: "no play is pending",
@@ -1479,6 +1496,65 @@ mod tests {
         // the client acknowledged once it passed the 2.5 MB window
         let after = p.server.unacknowledged_bytes();
         assert!(after < 2_500_000 && after < before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn input_waits_for_a_decision_within_a_bound() {
+        let config = RtmpServerConfig {
+            max_backlog_bytes: 10_000,
+            ..Default::default()
+        };
+        let (mut s, now) = connected_server(config);
+        sent_commands(&mut s);
+        let publish = message::command(
+            1,
+            &["publish".into(), 0.0.into(), Amf0Value::Null, "cam".into()],
+            128,
+        );
+        let media = serialize_message(6, 9, 1, 0, &[0u8; 100], 128).unwrap();
+        s.handle_bytes(now, &publish).unwrap();
+        s.handle_bytes(now, &media).unwrap();
+        // the publish request is out; the media behind it waits for the decision
+        let ev: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(
+            matches!(&ev[..], [RtmpEvent::PublishRequested { .. }]),
+            "{ev:?}"
+        );
+        assert!(matches!(
+            s.accept_play(),
+            Err(RtmpError::InvalidState { .. })
+        ));
+        s.accept_publish().unwrap();
+        let media_events = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| matches!(e, RtmpEvent::Media { .. }))
+            .count();
+        assert_eq!(
+            media_events, 1,
+            "the waiting media was decoded after the accept"
+        );
+        assert!(matches!(
+            s.accept_publish(),
+            Err(RtmpError::InvalidState { .. })
+        ));
+
+        // a second request (play on a publishing connection) is refused at once, and
+        // a stalled decision cannot buffer without bound
+        let (mut s, now) = connected_server(RtmpServerConfig {
+            max_backlog_bytes: 10_000,
+            ..Default::default()
+        });
+        s.handle_bytes(now, &publish).unwrap();
+        let err = s.handle_bytes(now, &[0u8; 10_001]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RtmpError::Backlog {
+                    bytes: 10_001,
+                    max: 10_000
+                }
+            ),
+            "{err}"
+        );
     }
 
     /// The server's non-Transmit events for `pieces` fed in order, with every request
