@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use shardcast::proto::rtmp::handshake::HandshakeKind;
 use shardcast::proto::rtmp::{
     serialize_media, ClientMode, MediaKind, PublishType, RtmpClientConfig, RtmpClientConn,
     RtmpClientEvent, RtmpEvent, RtmpServerConfig, RtmpServerConn,
@@ -51,7 +52,7 @@ struct Captured {
 
 /// Serves one publisher connection until it closes: accepts connect and publish,
 /// returns the media it sent and every byte it sent.
-fn serve_publisher(mut sock: TcpStream) -> (Vec<Captured>, Vec<u8>) {
+fn serve_publisher(mut sock: TcpStream) -> (Vec<Captured>, Vec<u8>, Option<HandshakeKind>) {
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut conn = RtmpServerConn::new(RtmpServerConfig {
@@ -100,7 +101,7 @@ fn serve_publisher(mut sock: TcpStream) -> (Vec<Captured>, Vec<u8>) {
             }
         }
     }
-    (media, wire)
+    (media, wire, conn.handshake_kind())
 }
 
 fn ffmpeg_publish(port: u16, size: &str, seconds: &str) -> Kill {
@@ -118,7 +119,10 @@ fn ffmpeg_publish(port: u16, size: &str, seconds: &str) -> Kill {
     Kill(child)
 }
 
-fn publish_with_ffmpeg(size: &str, seconds: &str) -> (Vec<Captured>, Vec<u8>) {
+fn publish_with_ffmpeg(
+    size: &str,
+    seconds: &str,
+) -> (Vec<Captured>, Vec<u8>, Option<HandshakeKind>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut ffmpeg = ffmpeg_publish(port, size, seconds);
@@ -130,8 +134,8 @@ fn publish_with_ffmpeg(size: &str, seconds: &str) -> (Vec<Captured>, Vec<u8>) {
 }
 
 /// Serves one player: accepts connect and play, then writes the captured media as
-/// serialize-once bytes and closes.
-fn serve_player(mut sock: TcpStream, media: &[Captured]) {
+/// serialize-once bytes and closes. Returns the handshake the player used.
+fn serve_player(mut sock: TcpStream, media: &[Captured]) -> Option<HandshakeKind> {
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut conn = RtmpServerConn::new(RtmpServerConfig::default());
@@ -140,12 +144,12 @@ fn serve_player(mut sock: TcpStream, media: &[Captured]) {
     let mut sent_media = false;
     while Instant::now() < deadline {
         match sock.read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(n) => conn
                 .handle_bytes(Instant::now(), &buf[..n])
                 .expect("player speaks valid RTMP"),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return,
+            Err(_) => break,
         }
         while let Some(ev) = conn.poll_event() {
             match ev {
@@ -164,7 +168,7 @@ fn serve_player(mut sock: TcpStream, media: &[Captured]) {
                 let bytes = serialize_media(m.kind, m.timestamp_ms, &m.body).unwrap();
                 conn.record_media_sent(bytes.len());
                 if sock.write_all(&bytes).is_err() {
-                    return;
+                    break;
                 }
             }
             conn.publish_ended();
@@ -174,11 +178,17 @@ fn serve_player(mut sock: TcpStream, media: &[Captured]) {
             let _ = sock.shutdown(std::net::Shutdown::Write);
         }
     }
+    conn.handshake_kind()
 }
 
 #[test]
 fn ffmpeg_publishes_and_ffprobe_plays_back_through_the_core() {
-    let (media, _) = publish_with_ffmpeg("320x240", "2");
+    let (media, _, handshake) = publish_with_ffmpeg("320x240", "2");
+    // ffmpeg signs its C1, so the server answers with the digest handshake
+    assert!(
+        matches!(handshake, Some(HandshakeKind::Digest(_))),
+        "{handshake:?}"
+    );
     let video = media.iter().filter(|m| m.kind == MediaKind::Video).count();
     let audio = media.iter().filter(|m| m.kind == MediaKind::Audio).count();
     let data: Vec<_> = media.iter().filter(|m| m.kind == MediaKind::Data).collect();
@@ -207,7 +217,9 @@ fn ffmpeg_publishes_and_ffprobe_plays_back_through_the_core() {
         .spawn()
         .unwrap();
     let (sock, _) = listener.accept().unwrap();
-    serve_player(sock, &media);
+    let player_handshake = serve_player(sock, &media);
+    // ffprobe checks our S1 digest and S2 signature when playing: success proves them
+    assert!(matches!(player_handshake, Some(HandshakeKind::Digest(_))));
     let out = probe.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -227,7 +239,7 @@ fn ffmpeg_publishes_and_ffprobe_plays_back_through_the_core() {
 #[test]
 #[ignore = "rewrites testdata/rtmp/ffmpeg-publish-h264.bin"]
 fn record_ffmpeg_publish() {
-    let (media, wire) = publish_with_ffmpeg("160x120", "1");
+    let (media, wire, _) = publish_with_ffmpeg("160x120", "1");
     assert!(!media.is_empty());
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/rtmp/ffmpeg-publish-h264.bin");
