@@ -1557,6 +1557,85 @@ mod tests {
         );
     }
 
+    #[test]
+    fn play_arguments_and_stream_commands() {
+        let (mut s, now) = connected_server(RtmpServerConfig::default());
+        let call = |sid: u32, v: &[Amf0Value]| message::command(sid, v, 128);
+        s.handle_bytes(
+            now,
+            &call(0, &["createStream".into(), 2.0.into(), Amf0Value::Null]),
+        )
+        .unwrap();
+        s.handle_bytes(
+            now,
+            &call(
+                1,
+                &[
+                    "play".into(),
+                    0.0.into(),
+                    Amf0Value::Null,
+                    "cam?sig=x".into(),
+                    (-1000.0).into(),
+                    5.0.into(),
+                    false.into(),
+                ],
+            ),
+        )
+        .unwrap();
+        let requests: Vec<_> = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| !matches!(e, RtmpEvent::Transmit(_)))
+            .collect();
+        assert_eq!(
+            requests,
+            [RtmpEvent::PlayRequested {
+                app: "live".into(),
+                name: "cam".into(),
+                query: "sig=x".into(),
+                start: PlayStart::Live,
+                duration: 5.0,
+                reset: false,
+            }]
+        );
+        s.accept_play().unwrap();
+        // no Play.Reset when reset is false
+        let codes: Vec<_> = sent_commands(&mut s)
+            .iter()
+            .filter_map(|c| {
+                c.args
+                    .first()?
+                    .property("code")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(codes, ["NetStream.Play.Start"]);
+
+        for (name, arg) in [("receiveAudio", false), ("receiveVideo", true)] {
+            s.handle_bytes(
+                now,
+                &call(1, &[name.into(), 0.0.into(), Amf0Value::Null, arg.into()]),
+            )
+            .unwrap();
+        }
+        s.handle_bytes(
+            now,
+            &call(1, &["closeStream".into(), 0.0.into(), Amf0Value::Null]),
+        )
+        .unwrap();
+        let events: Vec<_> = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| !matches!(e, RtmpEvent::Transmit(_)))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                RtmpEvent::ReceiveAudio(false),
+                RtmpEvent::ReceiveVideo(true),
+                RtmpEvent::PlayStopped,
+            ]
+        );
+        assert!(!s.is_playing());
+    }
+
     /// The server's non-Transmit events for `pieces` fed in order, with every request
     /// accepted, plus a digest of all bytes sent, as comparable strings.
     fn capture_events(pieces: &[&[u8]]) -> Vec<String> {
