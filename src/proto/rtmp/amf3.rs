@@ -13,7 +13,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::amf0::{AmfError, Reader};
+use super::amf0::{Amf0Value, AmfError, Reader};
 
 /// Total bytes that string references may expand to in one decoder.
 pub const MAX_REFERENCED_STRING_BYTES: usize = 1 << 20;
@@ -65,6 +65,64 @@ pub enum Amf3Value {
     /// Index into the table of complex values (objects, arrays, dates, XML, byte arrays)
     /// decoded so far in this message.
     Reference(u32),
+}
+
+impl Amf3Value {
+    /// The closest AMF0 value, so command handling reads one model: objects keep sealed
+    /// then dynamic members, integers become numbers, arrays without named members
+    /// become strict arrays. Byte arrays and references have no AMF0 form and stay
+    /// wrapped.
+    pub fn into_amf0(self) -> Amf0Value {
+        let members = |m: Vec<(String, Amf3Value)>| {
+            m.into_iter()
+                .map(|(k, v)| (k, v.into_amf0()))
+                .collect::<Vec<_>>()
+        };
+        match self {
+            Amf3Value::Undefined => Amf0Value::Undefined,
+            Amf3Value::Null => Amf0Value::Null,
+            Amf3Value::False => Amf0Value::Boolean(false),
+            Amf3Value::True => Amf0Value::Boolean(true),
+            Amf3Value::Integer(i) => Amf0Value::Number(f64::from(i)),
+            Amf3Value::Double(d) => Amf0Value::Number(d),
+            Amf3Value::String(s) => Amf0Value::String(s),
+            Amf3Value::XmlDocument(s) | Amf3Value::Xml(s) => Amf0Value::XmlDocument(s),
+            Amf3Value::Date(millis) => Amf0Value::Date {
+                millis,
+                time_zone: 0,
+            },
+            Amf3Value::Array { associative, dense } if associative.is_empty() => {
+                Amf0Value::StrictArray(dense.into_iter().map(Amf3Value::into_amf0).collect())
+            }
+            Amf3Value::Array { associative, dense } => {
+                let mut all = members(associative);
+                all.extend(
+                    dense
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| (i.to_string(), v.into_amf0())),
+                );
+                Amf0Value::EcmaArray(all)
+            }
+            Amf3Value::Object {
+                class_name,
+                sealed,
+                dynamic,
+            } => {
+                let mut all = members(sealed);
+                all.extend(members(dynamic.unwrap_or_default()));
+                if class_name.is_empty() {
+                    Amf0Value::Object(all)
+                } else {
+                    Amf0Value::TypedObject {
+                        class_name,
+                        properties: all,
+                    }
+                }
+            }
+            v @ (Amf3Value::ByteArray(_) | Amf3Value::Reference(_)) => Amf0Value::Amf3(v),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

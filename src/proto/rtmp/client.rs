@@ -494,3 +494,203 @@ impl RtmpClientConn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::rtmp::chunk::ChunkDecoder;
+    use crate::proto::rtmp::command;
+
+    fn client(mode: ClientMode) -> (RtmpClientConn, Instant) {
+        let mut c = RtmpClientConn::new(RtmpClientConfig::new("rtmp://h/live", "live", mode));
+        let Some(RtmpClientEvent::Transmit(c0c1)) = c.poll_event() else {
+            panic!("no C0C1")
+        };
+        assert_eq!(c0c1.len(), 1 + HANDSHAKE_SIZE);
+        assert_eq!(
+            &c0c1[..9],
+            &[3, 0, 0, 0, 0, 0, 0, 0, 0],
+            "simple handshake C1"
+        );
+        (c, Instant::now())
+    }
+
+    /// What the client sent, decoded (the C2 and anything before the chunk stream are
+    /// skipped by the caller).
+    fn sent(c: &mut RtmpClientConn, d: &mut ChunkDecoder) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(ev) = c.poll_event() {
+            let RtmpClientEvent::Transmit(b) = ev else {
+                continue;
+            };
+            let mut input = &b[..];
+            while let Some((used, m)) = d.decode_chunk(input).unwrap() {
+                input = &input[used..];
+                if let Some(m) = m {
+                    let m = Message::parse(m).unwrap();
+                    if let Message::SetChunkSize(n) = m {
+                        d.set_chunk_size(n).unwrap();
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    fn command_names(msgs: &[Message]) -> Vec<String> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                Message::Command { values, .. } => values[0].as_str().map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn server_handshake(c: &mut RtmpClientConn, now: Instant) {
+        let mut s = vec![0u8; 1 + 2 * HANDSHAKE_SIZE];
+        s[0] = 3;
+        c.handle_bytes(now, &s).unwrap();
+        let Some(RtmpClientEvent::Transmit(c2)) = c.poll_event() else {
+            panic!("no C2")
+        };
+        assert_eq!(c2.len(), HANDSHAKE_SIZE);
+    }
+
+    #[test]
+    fn bad_server_version_is_an_error() {
+        let (mut c, now) = client(ClientMode::Play { name: "a".into() });
+        let err = c.handle_bytes(now, b"HTTP/1.1 400").unwrap_err();
+        assert!(matches!(
+            err,
+            RtmpError::BadHandshakeVersion { version: b'H' }
+        ));
+    }
+
+    #[test]
+    fn publish_sequence_and_media_only_after_start() {
+        let (mut c, now) = client(ClientMode::Publish {
+            name: "cam".into(),
+            publish_type: PublishType::Record,
+        });
+        server_handshake(&mut c, now);
+        let mut d = ChunkDecoder::default();
+        let first = sent(&mut c, &mut d);
+        assert_eq!(first[0], Message::SetChunkSize(OUTGOING_CHUNK_SIZE));
+        assert_eq!(command_names(&first), ["connect"]);
+        assert!(c.send_media(MediaKind::Video, 0, b"x").is_err());
+
+        let cs = OUTGOING_CHUNK_SIZE;
+        c.handle_bytes(
+            now,
+            &command::result(0, TXN_CONNECT, &[Amf0Value::Null], cs),
+        )
+        .unwrap();
+        assert_eq!(
+            command_names(&sent(&mut c, &mut d)),
+            ["releaseStream", "FCPublish", "createStream"]
+        );
+        c.handle_bytes(
+            now,
+            &command::result(0, TXN_CREATE_STREAM, &[Amf0Value::Null, 3.0.into()], cs),
+        )
+        .unwrap();
+        let publish = sent(&mut c, &mut d);
+        let Message::Command { stream_id, values } = &publish[0] else {
+            panic!()
+        };
+        assert_eq!(*stream_id, 3);
+        assert_eq!(values[3].as_str(), Some("cam"));
+        assert_eq!(values[4].as_str(), Some("record"));
+
+        c.handle_bytes(
+            now,
+            &command::on_status(3, "status", "NetStream.Publish.Start", "", cs),
+        )
+        .unwrap();
+        assert!(c.is_publishing());
+        c.send_media(MediaKind::Audio, 7, b"\xaf\x00\x12\x10")
+            .unwrap();
+        let media = sent(&mut c, &mut d);
+        assert_eq!(
+            media,
+            [Message::Media {
+                kind: MediaKind::Audio,
+                stream_id: 3,
+                timestamp: 7,
+                body: Bytes::from_static(b"\xaf\x00\x12\x10"),
+            }]
+        );
+    }
+
+    #[test]
+    fn answers_pings_and_acknowledges_the_servers_window() {
+        let (mut c, now) = client(ClientMode::Play { name: "a".into() });
+        server_handshake(&mut c, now);
+        let mut d = ChunkDecoder::default();
+        sent(&mut c, &mut d);
+        let mut input = Vec::new();
+        input.extend_from_slice(&message::window_ack_size(5000));
+        input.extend_from_slice(&message::set_peer_bandwidth(5000, 2));
+        input.extend_from_slice(&message::user_control(UserControl::PingRequest {
+            timestamp: 9,
+        }));
+        c.handle_bytes(now, &input).unwrap();
+        let replies = sent(&mut c, &mut d);
+        // the handshake counts toward the window: 3073 + 16 + 17 + 18 bytes < 5000
+        assert_eq!(
+            replies,
+            [
+                Message::WindowAckSize(5000),
+                Message::UserControl(UserControl::PingResponse { timestamp: 9 }),
+            ]
+        );
+        c.handle_bytes(
+            now,
+            &message::user_control(UserControl::StreamBegin { stream_id: 1 }),
+        )
+        .unwrap();
+        let big =
+            crate::proto::rtmp::chunk::serialize_message(6, 9, 1, 0, &[0u8; 2000], 128).unwrap();
+        c.handle_bytes(now, &big).unwrap();
+        let acks = sent(&mut c, &mut d);
+        assert!(
+            matches!(acks[..], [Message::Acknowledgement { sequence }] if sequence >= 5000),
+            "{acks:?}"
+        );
+    }
+
+    #[test]
+    fn failed_create_stream_is_reported() {
+        let (mut c, now) = client(ClientMode::Play { name: "a".into() });
+        server_handshake(&mut c, now);
+        let cs = OUTGOING_CHUNK_SIZE;
+        c.handle_bytes(
+            now,
+            &command::result(0, TXN_CONNECT, &[Amf0Value::Null], cs),
+        )
+        .unwrap();
+        let status = command::status_object("error", "NetConnection.Call.Failed", "nope");
+        c.handle_bytes(
+            now,
+            &command::error(0, TXN_CREATE_STREAM, &[Amf0Value::Null, status], cs),
+        )
+        .unwrap();
+        let events: Vec<_> = std::iter::from_fn(|| c.poll_event())
+            .filter(|e| !matches!(e, RtmpClientEvent::Transmit(_)))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                RtmpClientEvent::Connected,
+                RtmpClientEvent::CallFailed {
+                    command: "createStream",
+                    code: "NetConnection.Call.Failed".into(),
+                    description: "nope".into(),
+                }
+            ]
+        );
+        assert_eq!(c.phase, Phase::Stopped);
+        assert_eq!(c.stream_id(), 0);
+    }
+}

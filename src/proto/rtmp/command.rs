@@ -21,8 +21,13 @@ pub struct Command {
 }
 
 impl Command {
+    /// Reads the generic shape; values that arrived in AMF3 (type 17 commands) are
+    /// converted to their AMF0 equivalents first.
     pub fn parse(values: Vec<Amf0Value>) -> Result<Command, RtmpError> {
-        let mut it = values.into_iter();
+        let mut it = values.into_iter().map(|v| match v {
+            Amf0Value::Amf3(v) => v.into_amf0(),
+            v => v,
+        });
         let name = match it.next() {
             Some(v) => v
                 .as_str()

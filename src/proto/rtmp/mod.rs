@@ -8,6 +8,28 @@
 //! - [`serialize_media`]: one audio/video/data message as complete chunks with a type 0
 //!   header and an absolute timestamp, so the same bytes go to every player.
 //!
+//! A driver's loop for one server connection:
+//!
+//! ```text
+//! conn.handle_timeout(now)                      // once, at accept: starts the handshake timer
+//! loop {
+//!     read bytes -> conn.handle_bytes(now, &bytes)?   (error: log it, close the socket)
+//!     or the timer fired -> conn.handle_timeout(now)
+//!     while let Some(ev) = conn.poll_event() {
+//!         Transmit(b)            -> write b
+//!         ConnectRequested{..}   -> conn.accept_connect()? / conn.reject_connect(why)?
+//!         PublishRequested{..}   -> conn.accept_publish()? / conn.reject_publish(code, why)?
+//!         PlayRequested{..}      -> conn.accept_play()? / conn.reject_play(code, why)?
+//!         Media{..}              -> hand to proto::flv / the stream
+//!         Unpublished | PlayStopped | ReceiveAudio(_) | ReceiveVideo(_) -> update the stream
+//!         Closed(_)              -> close after writing what came before
+//!     }
+//!     while playing: write serialize_media(..) bytes shared by all players,
+//!                    conn.record_media_sent(n); on publisher loss conn.publish_ended()
+//!     sleep until readable or conn.poll_timeout()
+//! }
+//! ```
+//!
 //! What this module does not do: parse FLV tag bodies (audio/video/data payloads are
 //! opaque `Bytes` here; `proto::flv` reads them), map app/stream names to stream keys,
 //! authenticate, or touch sockets and clocks.
@@ -25,8 +47,9 @@ mod session;
 
 pub use amf0::{Amf0Value, AmfError};
 pub use amf3::Amf3Value;
-pub use chunk::{serialize_media, serialize_message, ChunkDecoder, RawMessage};
+pub use chunk::{serialize_media, serialize_message, ChunkDecoder, ChunkDecoderConfig, RawMessage};
 pub use client::{ClientMode, RtmpClientConfig, RtmpClientConn, RtmpClientEvent};
+pub use handshake::HandshakeKind;
 pub use message::{MediaKind, PublishType};
 pub use server::{CloseReason, PlayStart, RtmpEvent, RtmpServerConfig, RtmpServerConn};
 

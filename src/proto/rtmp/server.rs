@@ -659,14 +659,23 @@ impl RtmpServerConn {
         }
     }
 
-    fn take_pending(&mut self, action: &'static str) -> Result<Pending, RtmpError> {
-        match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::None => Err(RtmpError::InvalidState {
-                action,
-                state: "nothing is pending",
-            }),
-            p => Ok(p),
+    /// Takes the pending request if it is the one `wanted` recognises; otherwise leaves
+    /// it in place (a decision for the wrong request must not lose the right one).
+    fn take_pending(
+        &mut self,
+        action: &'static str,
+        wanted: fn(&Pending) -> bool,
+    ) -> Result<Pending, RtmpError> {
+        if !wanted(&self.pending) {
+            let state = match self.pending {
+                Pending::None => "nothing is pending",
+                Pending::Connect { .. } => "a connect is pending",
+                Pending::Publish { .. } => "a publish is pending",
+                Pending::Play { .. } => "a play is pending",
+            };
+            return Err(RtmpError::InvalidState { action, state });
         }
+        Ok(std::mem::replace(&mut self.pending, Pending::None))
     }
 
     /// Resumes decoding what arrived while the decision was pending.
@@ -681,7 +690,7 @@ impl RtmpServerConn {
             transaction_id,
             object_encoding,
             app,
-        } = self.take_pending("accept_connect")?
+        } = self.take_pending("accept_connect", |p| matches!(p, Pending::Connect { .. }))?
         else {
             return Err(RtmpError::InvalidState {
                 action: "accept_connect",
@@ -715,7 +724,9 @@ impl RtmpServerConn {
     /// Refuses the pending connect with `NetConnection.Connect.Rejected`; the connection
     /// then closes (a `Closed(Rejected)` event follows the reply).
     pub fn reject_connect(&mut self, reason: &str) -> Result<(), RtmpError> {
-        let Pending::Connect { transaction_id, .. } = self.take_pending("reject_connect")? else {
+        let Pending::Connect { transaction_id, .. } =
+            self.take_pending("reject_connect", |p| matches!(p, Pending::Connect { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "reject_connect",
                 state: "no connect is pending",
@@ -736,7 +747,9 @@ impl RtmpServerConn {
     /// Accepts the pending publish: StreamBegin and `NetStream.Publish.Start`; media
     /// events follow.
     pub fn accept_publish(&mut self) -> Result<(), RtmpError> {
-        let Pending::Publish { stream_id, name } = self.take_pending("accept_publish")? else {
+        let Pending::Publish { stream_id, name } =
+            self.take_pending("accept_publish", |p| matches!(p, Pending::Publish { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "accept_publish",
                 state: "no publish is pending",
@@ -758,7 +771,9 @@ impl RtmpServerConn {
     /// Refuses the pending publish with an error `onStatus` (`code` such as
     /// `NetStream.Publish.BadName`). The connection stays open; most clients close it.
     pub fn reject_publish(&mut self, code: &str, description: &str) -> Result<(), RtmpError> {
-        let Pending::Publish { stream_id, .. } = self.take_pending("reject_publish")? else {
+        let Pending::Publish { stream_id, .. } =
+            self.take_pending("reject_publish", |p| matches!(p, Pending::Publish { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "reject_publish",
                 state: "no publish is pending",
@@ -776,7 +791,7 @@ impl RtmpServerConn {
             stream_id,
             name,
             reset,
-        } = self.take_pending("accept_play")?
+        } = self.take_pending("accept_play", |p| matches!(p, Pending::Play { .. }))?
         else {
             return Err(RtmpError::InvalidState {
                 action: "accept_play",
@@ -821,7 +836,9 @@ impl RtmpServerConn {
 
     /// Refuses the pending play (`code` such as `NetStream.Play.StreamNotFound`).
     pub fn reject_play(&mut self, code: &str, description: &str) -> Result<(), RtmpError> {
-        let Pending::Play { stream_id, .. } = self.take_pending("reject_play")? else {
+        let Pending::Play { stream_id, .. } =
+            self.take_pending("reject_play", |p| matches!(p, Pending::Play { .. }))?
+        else {
             return Err(RtmpError::InvalidState {
                 action: "reject_play",
                 state: "no play is pending",
@@ -875,5 +892,818 @@ fn strip_set_data_frame(body: Bytes) -> Option<Bytes> {
         Some(body.slice(at..))
     } else {
         Some(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::rtmp::chunk::{serialize_media, serialize_message, ChunkDecoder};
+    use crate::proto::rtmp::client::{
+        ClientMode, RtmpClientConfig, RtmpClientConn, RtmpClientEvent,
+    };
+    use crate::proto::rtmp::handshake::DigestScheme;
+    use crate::proto::rtmp::message::{COMMAND_AMF3, SET_CHUNK_SIZE};
+
+    const CAPTURE: &[u8] = include_bytes!("../../../testdata/rtmp/ffmpeg-publish-h264.bin");
+
+    /// What the driver decides for each request.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Accept,
+        Reject,
+    }
+
+    /// Server, client and the events each produced (Transmit excluded), connected by an
+    /// in-memory pipe.
+    struct Pair {
+        now: Instant,
+        server: RtmpServerConn,
+        client: RtmpClientConn,
+        server_events: Vec<RtmpEvent>,
+        client_events: Vec<RtmpClientEvent>,
+        answer: Answer,
+    }
+
+    impl Pair {
+        fn new(mode: ClientMode, digest: bool, answer: Answer) -> Pair {
+            let mut cfg = RtmpClientConfig::new("rtmp://localhost/live?tok=1", "live", mode);
+            cfg.digest_handshake = digest;
+            let mut p = Pair {
+                now: Instant::now(),
+                server: RtmpServerConn::new(RtmpServerConfig::default()),
+                client: RtmpClientConn::new(cfg),
+                server_events: Vec::new(),
+                client_events: Vec::new(),
+                answer,
+            };
+            p.pump();
+            p
+        }
+
+        /// Moves bytes both ways until neither side has anything to say.
+        fn pump(&mut self) {
+            loop {
+                let mut moved = false;
+                while let Some(ev) = self.client.poll_event() {
+                    match ev {
+                        RtmpClientEvent::Transmit(b) => {
+                            moved = true;
+                            self.server.handle_bytes(self.now, &b).unwrap();
+                        }
+                        other => self.client_events.push(other),
+                    }
+                }
+                while let Some(ev) = self.server.poll_event() {
+                    match ev {
+                        RtmpEvent::Transmit(b) => {
+                            moved = true;
+                            self.client.handle_bytes(self.now, &b).unwrap();
+                        }
+                        other => {
+                            self.decide(&other);
+                            self.server_events.push(other);
+                        }
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        fn decide(&mut self, ev: &RtmpEvent) {
+            let s = &mut self.server;
+            match (ev, self.answer) {
+                (RtmpEvent::ConnectRequested { .. }, _) => s.accept_connect().unwrap(),
+                (RtmpEvent::PublishRequested { .. }, Answer::Accept) => s.accept_publish().unwrap(),
+                (RtmpEvent::PublishRequested { .. }, Answer::Reject) => s
+                    .reject_publish("NetStream.Publish.BadName", "taken")
+                    .unwrap(),
+                (RtmpEvent::PlayRequested { .. }, Answer::Accept) => s.accept_play().unwrap(),
+                (RtmpEvent::PlayRequested { .. }, Answer::Reject) => s
+                    .reject_play("NetStream.Play.StreamNotFound", "no such stream")
+                    .unwrap(),
+                _ => {}
+            }
+        }
+
+        fn status_codes(&self) -> Vec<&str> {
+            self.client_events
+                .iter()
+                .filter_map(|e| match e {
+                    RtmpClientEvent::Status { code, .. } => Some(code.as_str()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn publish_mode() -> ClientMode {
+        ClientMode::Publish {
+            name: "cam?token=abc".into(),
+            publish_type: PublishType::Live,
+        }
+    }
+
+    #[test]
+    fn publish_round_trip_with_media() {
+        let mut p = Pair::new(publish_mode(), false, Answer::Accept);
+        assert_eq!(p.server.handshake_kind(), Some(HandshakeKind::Simple));
+        assert_eq!(
+            p.server_events[..2],
+            [
+                RtmpEvent::ConnectRequested {
+                    app: "live".into(),
+                    tc_url: Some("rtmp://localhost/live?tok=1".into()),
+                    query: "tok=1".into(),
+                },
+                RtmpEvent::PublishRequested {
+                    app: "live".into(),
+                    name: "cam".into(),
+                    query: "token=abc".into(),
+                    publish_type: PublishType::Live,
+                },
+            ]
+        );
+        assert!(p.client.is_publishing());
+        assert!(p.client_events.contains(&RtmpClientEvent::Connected));
+        assert_eq!(p.status_codes(), ["NetStream.Publish.Start"]);
+
+        // metadata as ffmpeg sends it, wrapped in @setDataFrame
+        let meta = amf0::encode_all(&[
+            "@setDataFrame".into(),
+            "onMetaData".into(),
+            Amf0Value::EcmaArray(vec![("width".into(), 320.0.into())]),
+        ])
+        .unwrap();
+        let video: Vec<u8> = (0..20_000).map(|i| (i % 253) as u8).collect();
+        p.client.send_media(MediaKind::Data, 0, &meta).unwrap();
+        p.client.send_media(MediaKind::Video, 40, &video).unwrap();
+        p.client
+            .send_media(MediaKind::Audio, 0x0100_0000, b"\xaf\x01aac")
+            .unwrap();
+        p.pump();
+        let media: Vec<_> = p.server_events[2..].to_vec();
+        assert_eq!(
+            media,
+            vec![
+                RtmpEvent::Media {
+                    kind: MediaKind::Data,
+                    timestamp_ms: 0,
+                    body: Bytes::copy_from_slice(&meta[16..]),
+                },
+                RtmpEvent::Media {
+                    kind: MediaKind::Video,
+                    timestamp_ms: 40,
+                    body: video.into()
+                },
+                RtmpEvent::Media {
+                    kind: MediaKind::Audio,
+                    timestamp_ms: 0x0100_0000,
+                    body: Bytes::from_static(b"\xaf\x01aac"),
+                },
+            ]
+        );
+        // "@setDataFrame" is 16 bytes of AMF0: the body starts with onMetaData
+        assert_eq!(&meta[16..29], b"\x02\x00\x0aonMetaData");
+
+        p.client.stop();
+        p.pump();
+        assert_eq!(p.server_events.last(), Some(&RtmpEvent::Unpublished));
+        assert!(!p.server.is_publishing());
+    }
+
+    #[test]
+    fn play_round_trip_with_serialized_media() {
+        let mut p = Pair::new(
+            ClientMode::Play { name: "cam".into() },
+            true,
+            Answer::Accept,
+        );
+        assert_eq!(
+            p.server.handshake_kind(),
+            Some(HandshakeKind::Digest(DigestScheme::DigestFirst))
+        );
+        assert!(matches!(
+            &p.server_events[1],
+            RtmpEvent::PlayRequested { name, start: PlayStart::LiveOrRecorded, reset: true, .. }
+                if name == "cam"
+        ));
+        assert!(p.server.is_playing());
+        assert!(p.client.is_playing());
+        assert_eq!(
+            p.status_codes(),
+            [
+                "NetStream.Play.Reset",
+                "NetStream.Play.Start",
+                "NetStream.Data.Start"
+            ]
+        );
+
+        // the driver writes shared bytes straight to the socket
+        let frames = [
+            (MediaKind::Data, 0, &b"\x02\x00\x0aonMetaData\x05"[..]),
+            (MediaKind::Video, 0, &[0x17u8, 0, 0, 0, 0, 1, 2, 3][..]),
+            (MediaKind::Audio, 23, &[0xaf, 1, 9][..]),
+            (MediaKind::Video, 0x0123_4567, &[0x27u8; 9000][..]),
+        ];
+        for (kind, ts, body) in frames {
+            let wire = serialize_media(kind, ts, body).unwrap();
+            p.server.record_media_sent(wire.len());
+            p.client.handle_bytes(p.now, &wire).unwrap();
+        }
+        p.pump();
+        let got: Vec<_> = p
+            .client_events
+            .iter()
+            .filter_map(|e| match e {
+                RtmpClientEvent::Media {
+                    kind,
+                    timestamp_ms,
+                    body,
+                } => Some((*kind, *timestamp_ms, body.to_vec())),
+                _ => None,
+            })
+            .collect();
+        let sent: Vec<_> = frames
+            .iter()
+            .map(|(k, t, b)| (*k, *t, b.to_vec()))
+            .collect();
+        assert_eq!(got, sent);
+
+        p.server.publish_ended();
+        p.pump();
+        assert_eq!(
+            p.status_codes().last(),
+            Some(&"NetStream.Play.UnpublishNotify")
+        );
+        p.client.stop();
+        p.pump();
+        assert_eq!(p.server_events.last(), Some(&RtmpEvent::PlayStopped));
+    }
+
+    #[test]
+    fn rejections_reach_the_client() {
+        let mut p = Pair::new(publish_mode(), false, Answer::Reject);
+        assert!(!p.client.is_publishing());
+        assert!(!p.server.is_publishing());
+        assert!(p.client_events.contains(&RtmpClientEvent::Status {
+            level: "error".into(),
+            code: "NetStream.Publish.BadName".into(),
+            description: "taken".into(),
+        }));
+        assert!(p.client.send_media(MediaKind::Video, 0, b"x").is_err());
+
+        let mut p = Pair::new(
+            ClientMode::Play {
+                name: "nope".into(),
+            },
+            false,
+            Answer::Reject,
+        );
+        assert!(!p.server.is_playing());
+        assert_eq!(p.status_codes(), ["NetStream.Play.StreamNotFound"]);
+        p.pump();
+    }
+
+    #[test]
+    fn rejected_connect_closes() {
+        let mut server = RtmpServerConn::new(RtmpServerConfig::default());
+        let mut client = RtmpClientConn::new(RtmpClientConfig::new(
+            "rtmp://h/live",
+            "live",
+            ClientMode::Play { name: "a".into() },
+        ));
+        let now = Instant::now();
+        let mut client_events = Vec::new();
+        let mut closed = false;
+        for _ in 0..10 {
+            while let Some(ev) = client.poll_event() {
+                match ev {
+                    RtmpClientEvent::Transmit(b) => server.handle_bytes(now, &b).unwrap(),
+                    other => client_events.push(other),
+                }
+            }
+            while let Some(ev) = server.poll_event() {
+                match ev {
+                    RtmpEvent::Transmit(b) => client.handle_bytes(now, &b).unwrap(),
+                    RtmpEvent::ConnectRequested { .. } => {
+                        server.reject_connect("bad token").unwrap()
+                    }
+                    RtmpEvent::Closed(CloseReason::Rejected) => closed = true,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(closed);
+        assert_eq!(
+            client_events,
+            vec![RtmpClientEvent::CallFailed {
+                command: "connect",
+                code: "NetConnection.Connect.Rejected".into(),
+                description: "bad token".into(),
+            }]
+        );
+        // a closed connection ignores further input and has no timers
+        server.handle_bytes(now, b"more").unwrap();
+        assert_eq!(server.poll_event(), None);
+        assert_eq!(server.poll_timeout(), None);
+    }
+
+    /// A server past the handshake, with `accept_connect` done, and a decoder for what it
+    /// sends.
+    fn connected_server(config: RtmpServerConfig) -> (RtmpServerConn, Instant) {
+        let now = Instant::now();
+        let mut s = RtmpServerConn::new(config);
+        let mut hs = vec![0u8; 1 + 2 * HANDSHAKE_SIZE];
+        hs[0] = 3;
+        s.handle_bytes(now, &hs).unwrap();
+        let connect = message::command(
+            0,
+            &[
+                "connect".into(),
+                1.0.into(),
+                Amf0Value::object([("app", "live".into())]),
+            ],
+            128,
+        );
+        s.handle_bytes(now, &connect).unwrap();
+        while let Some(ev) = s.poll_event() {
+            if let RtmpEvent::ConnectRequested { .. } = ev {
+                s.accept_connect().unwrap();
+            }
+        }
+        (s, now)
+    }
+
+    /// Decodes the commands in the server's Transmit events.
+    fn sent_commands(s: &mut RtmpServerConn) -> Vec<Command> {
+        let mut d = ChunkDecoder::default();
+        d.set_chunk_size(OUTGOING_CHUNK_SIZE).unwrap();
+        let mut out = Vec::new();
+        while let Some(ev) = s.poll_event() {
+            let RtmpEvent::Transmit(b) = ev else { continue };
+            let mut input = &b[..];
+            while let Some((used, m)) = d.decode_chunk(input).unwrap() {
+                input = &input[used..];
+                if let Some(Message::Command { values, .. }) = m.map(|m| Message::parse(m).unwrap())
+                {
+                    out.push(Command::parse(values).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn connect_reply_carries_fms_version_and_object_encoding() {
+        let now = Instant::now();
+        let mut s = RtmpServerConn::new(RtmpServerConfig::default());
+        let mut hs = vec![0u8; 1 + 2 * HANDSHAKE_SIZE];
+        hs[0] = 3;
+        s.handle_bytes(now, &hs).unwrap();
+        let obj = Amf0Value::object([("app", "live/".into()), ("objectEncoding", 3.0.into())]);
+        s.handle_bytes(
+            now,
+            &message::command(0, &["connect".into(), 1.0.into(), obj], 128),
+        )
+        .unwrap();
+        let mut saw_request = false;
+        while let Some(ev) = s.poll_event() {
+            if let RtmpEvent::ConnectRequested { app, tc_url, query } = ev {
+                assert_eq!((app.as_str(), tc_url, query.as_str()), ("live", None, ""));
+                saw_request = true;
+            }
+        }
+        assert!(saw_request);
+        s.accept_connect().unwrap();
+        let replies = sent_commands(&mut s);
+        assert_eq!(replies.len(), 1);
+        let r = &replies[0];
+        assert_eq!((r.name.as_str(), r.transaction_id), ("_result", 1.0));
+        assert_eq!(
+            r.object.property("fmsVer").and_then(Amf0Value::as_str),
+            Some("FMS/3,0,1,123")
+        );
+        assert_eq!(
+            r.args[0].property("code").and_then(Amf0Value::as_str),
+            Some("NetConnection.Connect.Success")
+        );
+        assert_eq!(
+            r.args[0].property("objectEncoding"),
+            Some(&Amf0Value::Number(3.0))
+        );
+    }
+
+    #[test]
+    fn unknown_commands_get_an_error_and_the_connection_lives_on() {
+        let (mut s, now) = connected_server(RtmpServerConfig::default());
+        sent_commands(&mut s);
+        let call = |name: &str, txn: f64| {
+            message::command(0, &[name.into(), txn.into(), Amf0Value::Null], 128)
+        };
+        s.handle_bytes(now, &call("frobnicate", 7.0)).unwrap();
+        s.handle_bytes(now, &call("noReplyWanted", 0.0)).unwrap();
+        s.handle_bytes(now, &call("createStream", 8.0)).unwrap();
+        s.handle_bytes(now, &call("_checkbw", 9.0)).unwrap();
+        let replies = sent_commands(&mut s);
+        let summary: Vec<_> = replies
+            .iter()
+            .map(|c| (c.name.as_str(), c.transaction_id))
+            .collect();
+        assert_eq!(
+            summary,
+            [("_error", 7.0), ("_result", 8.0), ("_result", 9.0)]
+        );
+        assert_eq!(replies[1].arg_number(0), Some(1.0), "first stream id is 1");
+        assert_eq!(
+            replies[0].args[0]
+                .property("code")
+                .and_then(Amf0Value::as_str),
+            Some("NetConnection.Call.Failed")
+        );
+    }
+
+    #[test]
+    fn amf3_connect_is_understood() {
+        let now = Instant::now();
+        let mut s = RtmpServerConn::new(RtmpServerConfig::default());
+        let mut hs = vec![0u8; 1 + 2 * HANDSHAKE_SIZE];
+        hs[0] = 3;
+        s.handle_bytes(now, &hs).unwrap();
+        // type 17: format byte, then AMF0 with the command object switched to AMF3
+        let mut body = vec![0u8];
+        body.extend_from_slice(
+            &amf0::encode_all(&[
+                "connect".into(),
+                1.0.into(),
+                Amf0Value::Amf3(crate::proto::rtmp::amf3::Amf3Value::Object {
+                    class_name: String::new(),
+                    sealed: vec![],
+                    dynamic: Some(vec![(
+                        "app".into(),
+                        crate::proto::rtmp::amf3::Amf3Value::String("flex".into()),
+                    )]),
+                }),
+            ])
+            .unwrap(),
+        );
+        s.handle_bytes(
+            now,
+            &serialize_message(3, COMMAND_AMF3, 0, 0, &body, 128).unwrap(),
+        )
+        .unwrap();
+        let ev: Vec<_> = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| !matches!(e, RtmpEvent::Transmit(_)))
+            .collect();
+        assert_eq!(
+            ev,
+            [RtmpEvent::ConnectRequested {
+                app: "flex".into(),
+                tc_url: None,
+                query: String::new()
+            }]
+        );
+    }
+
+    #[test]
+    fn huge_chunk_size_is_a_clean_error() {
+        let (mut s, now) = connected_server(RtmpServerConfig::default());
+        let wire =
+            serialize_message(2, SET_CHUNK_SIZE, 0, 0, &(1u32 << 31).to_be_bytes(), 128).unwrap();
+        let err = s.handle_bytes(now, &wire).unwrap_err();
+        assert!(matches!(
+            err,
+            RtmpError::ChunkSizeOutOfRange {
+                size: 0x8000_0000,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("2147483648"), "{err}");
+        // closed after an error: nothing else happens
+        s.handle_bytes(now, &[0u8; 100]).unwrap();
+    }
+
+    #[test]
+    fn oversized_message_is_refused_without_allocating() {
+        let config = RtmpServerConfig {
+            decoder: ChunkDecoderConfig {
+                max_message_size: 1 << 20,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (mut s, now) = connected_server(config);
+        // a 16 MiB - 1 video message header: over the limit, refused at the header
+        let header = [0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0];
+        let err = s.handle_bytes(now, &header).unwrap_err();
+        assert!(matches!(
+            err,
+            RtmpError::MessageTooLarge {
+                size: 0xFF_FFFF,
+                max: 0x10_0000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn garbage_and_truncated_handshakes() {
+        let now = Instant::now();
+        let mut s = RtmpServerConn::new(RtmpServerConfig::default());
+        let err = s.handle_bytes(now, b"GET / HTTP/1.1\r\n").unwrap_err();
+        assert!(matches!(
+            err,
+            RtmpError::BadHandshakeVersion { version: b'G' }
+        ));
+
+        // a truncated C1: nothing is sent, the handshake timer closes the connection
+        let config = RtmpServerConfig::default();
+        let hs_timeout = config.handshake_timeout;
+        let mut s = RtmpServerConn::new(config);
+        s.handle_bytes(now, &[3u8; 700]).unwrap();
+        assert_eq!(s.poll_event(), None);
+        assert_eq!(s.poll_timeout(), Some(now + hs_timeout));
+        s.handle_timeout(now + hs_timeout - Duration::from_millis(1));
+        assert_eq!(s.poll_event(), None);
+        s.handle_timeout(now + hs_timeout);
+        assert_eq!(
+            s.poll_event(),
+            Some(RtmpEvent::Closed(CloseReason::HandshakeTimeout))
+        );
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn pings_while_connected_and_idle_timeout() {
+        let config = RtmpServerConfig::default();
+        let (every, idle) = (config.ping_interval.unwrap(), config.idle_timeout);
+        let (mut s, now) = connected_server(config);
+        sent_commands(&mut s);
+        assert_eq!(s.poll_timeout(), Some(now + every));
+        s.handle_timeout(now + every);
+        let Some(RtmpEvent::Transmit(ping)) = s.poll_event() else {
+            panic!("no ping")
+        };
+        let (_, m) = ChunkDecoder::default()
+            .decode_chunk(&ping)
+            .unwrap()
+            .unwrap();
+        let timestamp = every.as_millis() as u32;
+        assert_eq!(
+            Message::parse(m.unwrap()).unwrap(),
+            Message::UserControl(UserControl::PingRequest { timestamp })
+        );
+        // the client answers; that counts as traffic and pushes the idle deadline
+        let pong = message::user_control(UserControl::PingResponse { timestamp });
+        s.handle_bytes(now + every, &pong).unwrap();
+        let t = now + every + idle;
+        let mut at = now + every;
+        while at < t {
+            at = s.poll_timeout().unwrap();
+            s.handle_timeout(at);
+        }
+        let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(
+            events.last(),
+            Some(&RtmpEvent::Closed(CloseReason::IdleTimeout))
+        );
+        // two more pings went out before the idle timeout (at +40 s and +60 s)
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, RtmpEvent::Transmit(_)))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn acknowledgements_track_what_the_player_received() {
+        let mut p = Pair::new(
+            ClientMode::Play { name: "cam".into() },
+            false,
+            Answer::Accept,
+        );
+        let body = vec![0u8; 100_000];
+        for i in 0..30 {
+            let wire = serialize_media(MediaKind::Video, i * 40, &body).unwrap();
+            p.server.record_media_sent(wire.len());
+            p.client.handle_bytes(p.now, &wire).unwrap();
+        }
+        let before = p.server.unacknowledged_bytes();
+        assert!(before > 2_500_000, "{before}");
+        p.pump();
+        // the client acknowledged once it passed the 2.5 MB window
+        let after = p.server.unacknowledged_bytes();
+        assert!(after < 2_500_000 && after < before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn input_waits_for_a_decision_within_a_bound() {
+        let config = RtmpServerConfig {
+            max_backlog_bytes: 10_000,
+            ..Default::default()
+        };
+        let (mut s, now) = connected_server(config);
+        sent_commands(&mut s);
+        let publish = message::command(
+            1,
+            &["publish".into(), 0.0.into(), Amf0Value::Null, "cam".into()],
+            128,
+        );
+        let media = serialize_message(6, 9, 1, 0, &[0u8; 100], 128).unwrap();
+        s.handle_bytes(now, &publish).unwrap();
+        s.handle_bytes(now, &media).unwrap();
+        // the publish request is out; the media behind it waits for the decision
+        let ev: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(
+            matches!(&ev[..], [RtmpEvent::PublishRequested { .. }]),
+            "{ev:?}"
+        );
+        assert!(matches!(
+            s.accept_play(),
+            Err(RtmpError::InvalidState { .. })
+        ));
+        s.accept_publish().unwrap();
+        let media_events = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| matches!(e, RtmpEvent::Media { .. }))
+            .count();
+        assert_eq!(
+            media_events, 1,
+            "the waiting media was decoded after the accept"
+        );
+        assert!(matches!(
+            s.accept_publish(),
+            Err(RtmpError::InvalidState { .. })
+        ));
+
+        // a second request (play on a publishing connection) is refused at once, and
+        // a stalled decision cannot buffer without bound
+        let (mut s, now) = connected_server(RtmpServerConfig {
+            max_backlog_bytes: 10_000,
+            ..Default::default()
+        });
+        s.handle_bytes(now, &publish).unwrap();
+        let err = s.handle_bytes(now, &[0u8; 10_001]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RtmpError::Backlog {
+                    bytes: 10_001,
+                    max: 10_000
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn play_arguments_and_stream_commands() {
+        let (mut s, now) = connected_server(RtmpServerConfig::default());
+        let call = |sid: u32, v: &[Amf0Value]| message::command(sid, v, 128);
+        s.handle_bytes(
+            now,
+            &call(0, &["createStream".into(), 2.0.into(), Amf0Value::Null]),
+        )
+        .unwrap();
+        s.handle_bytes(
+            now,
+            &call(
+                1,
+                &[
+                    "play".into(),
+                    0.0.into(),
+                    Amf0Value::Null,
+                    "cam?sig=x".into(),
+                    (-1000.0).into(),
+                    5.0.into(),
+                    false.into(),
+                ],
+            ),
+        )
+        .unwrap();
+        let requests: Vec<_> = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| !matches!(e, RtmpEvent::Transmit(_)))
+            .collect();
+        assert_eq!(
+            requests,
+            [RtmpEvent::PlayRequested {
+                app: "live".into(),
+                name: "cam".into(),
+                query: "sig=x".into(),
+                start: PlayStart::Live,
+                duration: 5.0,
+                reset: false,
+            }]
+        );
+        s.accept_play().unwrap();
+        // no Play.Reset when reset is false
+        let codes: Vec<_> = sent_commands(&mut s)
+            .iter()
+            .filter_map(|c| {
+                c.args
+                    .first()?
+                    .property("code")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(codes, ["NetStream.Play.Start"]);
+
+        for (name, arg) in [("receiveAudio", false), ("receiveVideo", true)] {
+            s.handle_bytes(
+                now,
+                &call(1, &[name.into(), 0.0.into(), Amf0Value::Null, arg.into()]),
+            )
+            .unwrap();
+        }
+        s.handle_bytes(
+            now,
+            &call(1, &["closeStream".into(), 0.0.into(), Amf0Value::Null]),
+        )
+        .unwrap();
+        let events: Vec<_> = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| !matches!(e, RtmpEvent::Transmit(_)))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                RtmpEvent::ReceiveAudio(false),
+                RtmpEvent::ReceiveVideo(true),
+                RtmpEvent::PlayStopped,
+            ]
+        );
+        assert!(!s.is_playing());
+    }
+
+    /// The server's non-Transmit events for `pieces` fed in order, with every request
+    /// accepted, plus a digest of all bytes sent, as comparable strings.
+    fn capture_events(pieces: &[&[u8]]) -> Vec<String> {
+        let now = Instant::now();
+        let mut s = RtmpServerConn::new(RtmpServerConfig::default());
+        let mut out = Vec::new();
+        let mut sent = 0u64;
+        for piece in pieces {
+            s.handle_bytes(now, piece).unwrap();
+            while let Some(ev) = s.poll_event() {
+                match ev {
+                    RtmpEvent::Transmit(b) => {
+                        // order-sensitive digest of the bytes sent so far
+                        for &x in b.iter() {
+                            sent = sent.wrapping_mul(31).wrapping_add(u64::from(x));
+                        }
+                        continue;
+                    }
+                    RtmpEvent::ConnectRequested { .. } => s.accept_connect().unwrap(),
+                    RtmpEvent::PublishRequested { .. } => s.accept_publish().unwrap(),
+                    _ => {}
+                }
+                out.push(match ev {
+                    RtmpEvent::Media {
+                        kind,
+                        timestamp_ms,
+                        body,
+                    } => {
+                        let sum = body
+                            .iter()
+                            .fold(0u32, |a, &x| a.wrapping_mul(31).wrapping_add(u32::from(x)));
+                        format!("{kind:?} {timestamp_ms} {} {sum:08x}", body.len())
+                    }
+                    other => format!("{other:?}"),
+                });
+            }
+        }
+        out.push(format!("sent {sent:016x}"));
+        out
+    }
+
+    #[test]
+    fn ffmpeg_capture_decodes_to_its_media() {
+        let events = capture_events(&[CAPTURE]);
+        assert!(
+            events[0].starts_with("ConnectRequested { app: \"live\""),
+            "{}",
+            events[0]
+        );
+        assert!(events[1].starts_with("PublishRequested { app: \"live\", name: \"test\""));
+        let video = events.iter().filter(|e| e.starts_with("Video")).count();
+        let audio = events.iter().filter(|e| e.starts_with("Audio")).count();
+        let data = events.iter().filter(|e| e.starts_with("Data")).count();
+        assert_eq!(data, 1, "one onMetaData");
+        // 1 s at 25 fps plus the sequence header; AAC at 44.1 kHz is ~43 frames/s
+        assert!((25..=27).contains(&video), "{video} video messages");
+        assert!((40..=48).contains(&audio), "{audio} audio messages");
+        assert!(events.iter().any(|e| e == "Unpublished"));
+    }
+
+    #[test]
+    fn publish_parses_the_same_at_every_split() {
+        let whole = capture_events(&[CAPTURE]);
+        for at in 0..CAPTURE.len() {
+            let (a, b) = CAPTURE.split_at(at);
+            assert_eq!(capture_events(&[a, b]), whole, "split at byte {at}");
+        }
     }
 }
