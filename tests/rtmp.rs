@@ -168,14 +168,20 @@ impl FlvViewer {
         FlvViewer { sock, raw: Vec::new() }
     }
 
+    /// Read for `d` at most (a live stream never goes quiet).
     fn pump(&mut self, d: Duration) {
-        self.sock.set_read_timeout(Some(d)).unwrap();
+        let deadline = Instant::now() + d;
         let mut buf = [0u8; 65536];
-        while let Ok(n) = self.sock.read(&mut buf) {
-            if n == 0 {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 break;
             }
-            self.raw.extend_from_slice(&buf[..n]);
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.sock.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+            }
         }
     }
 

@@ -70,7 +70,10 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
         handshake_timeout: HANDSHAKE_TIMEOUT,
         ..defaults
     };
-    let session = Session { shard, peer, conn: RtmpServerConn::new(cfg), role: Role::Idle, out: Egress::default(), app: None };
+    let mut conn = RtmpServerConn::new(cfg);
+    // Starts the core's handshake timer.
+    conn.handle_timeout(Instant::now());
+    let session = Session { shard, peer, conn, role: Role::Idle, out: Egress::default(), app: None };
     run(stream, session, Vec::new()).await;
 }
 

@@ -10,8 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port nothing listens on, never handed out twice in this test process (the server
+/// binds with SO_REUSEPORT, so two test servers on one port would not fail to bind).
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+    static USED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut used = USED.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        if !used.contains(&port) {
+            used.push(port);
+            return port;
+        }
+    }
 }
 
 /// Panics naming the Debian package when a client is missing.
@@ -60,21 +70,24 @@ impl Server {
             .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
             .spawn()
             .expect("start shardcast");
-        let server = Server { child: Some(child), rtmp_port, http_port, dir, log };
+        let mut server = Server { child: Some(child), rtmp_port, http_port, dir, log };
         server.wait_port(rtmp_port);
         server.wait_port(http_port);
         server
     }
 
-    fn wait_port(&self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+    fn wait_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
                 return;
             }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("shardcast exited at start-up ({status}); log:\n{}", self.log());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("shardcast did not listen on port {port}; log:\n{}", self.log());
+        panic!("shardcast did not listen on port {port} within 20 s; log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
