@@ -16,7 +16,10 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_CONFIG_ERROR);
         }
     };
-    if let Err(e) = shardcast::server::logging::init(loaded.config.server.log_format, &loaded.config.server.log_level) {
+    if let Err(e) = shardcast::server::logging::init(
+        loaded.config.server.log_format,
+        &loaded.config.server.log_level,
+    ) {
         eprintln!("shardcast: {e}");
         return ExitCode::from(2);
     }

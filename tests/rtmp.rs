@@ -12,15 +12,25 @@ use shardcast::proto::rtmp::{self, MediaKind};
 
 /// Wait until the stream is live (listed by the API).
 fn wait_live(server: &Server, key: &str) {
-    wait_for(&format!("stream {key} to be live"), Duration::from_secs(15), || {
-        let (status, _, body) = server.get(&format!("/api/streams/{key}"));
-        status == 200 && String::from_utf8_lossy(&body).contains("\"publishing\": true")
-    });
+    wait_for(
+        &format!("stream {key} to be live"),
+        Duration::from_secs(15),
+        || {
+            let (status, _, body) = server.get(&format!("/api/streams/{key}"));
+            status == 200 && String::from_utf8_lossy(&body).contains("\"publishing\": true")
+        },
+    );
 }
 
 fn assert_clean_decode(what: &str, frames: u64, min_frames: u64, stderr: &str) {
-    assert!(stderr.trim().is_empty(), "{what}: decoder errors:\n{stderr}");
-    assert!(frames >= min_frames, "{what}: decoded {frames} frames, expected at least {min_frames}");
+    assert!(
+        stderr.trim().is_empty(),
+        "{what}: decoder errors:\n{stderr}"
+    );
+    assert!(
+        frames >= min_frames,
+        "{what}: decoded {frames} frames, expected at least {min_frames}"
+    );
 }
 
 #[test]
@@ -30,12 +40,23 @@ fn ffmpeg_publish_plays_over_rtmp_and_http_flv() {
     wait_live(&server, "live/basic");
 
     let probe = ffprobe()
-        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(server.rtmp_url("live/basic"))
         .output()
         .unwrap();
     let codecs = String::from_utf8_lossy(&probe.stdout);
-    assert!(codecs.contains("h264") && codecs.contains("aac"), "ffprobe over RTMP saw: {codecs:?} {}", String::from_utf8_lossy(&probe.stderr));
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "ffprobe over RTMP saw: {codecs:?} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
 
     let (frames, stderr, _) = decode(&server.rtmp_url("live/basic"), 3);
     assert_clean_decode("RTMP", frames, 60, &stderr);
@@ -45,7 +66,11 @@ fn ffmpeg_publish_plays_over_rtmp_and_http_flv() {
     // CORS for web players, and 404 for an unknown stream.
     let (status, head, _) = http_request(server.http_addr(), "HEAD", "/live/basic.flv", &[]);
     assert_eq!(status, 200);
-    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "{head}"
+    );
     assert!(head.contains("video/x-flv"), "{head}");
     assert_eq!(server.get("/live/nope.flv").0, 404);
     publisher.kill().unwrap();
@@ -64,7 +89,10 @@ fn late_joiner_mid_gop_decodes_from_its_first_frame() {
     assert_clean_decode("RTMP mid-GOP", frames, 45, &stderr);
     let (frames, stderr, _) = decode(&server.http_url("live/gop.flv"), 2);
     assert_clean_decode("HTTP-FLV mid-GOP", frames, 45, &stderr);
-    assert!(start.elapsed() < Duration::from_secs(9), "instant start: the cached GOP arrives at once");
+    assert!(
+        start.elapsed() < Duration::from_secs(9),
+        "instant start: the cached GOP arrives at once"
+    );
     publisher.kill().unwrap();
 }
 
@@ -114,7 +142,10 @@ fn publisher_reconnect_within_grace_keeps_viewers() {
     let (frames, stderr, out) = viewer.join().unwrap();
     assert!(out.status.success(), "viewer ended early: {stderr}");
     // 10 s of stream at 25 fps minus two short gaps.
-    assert!(frames >= 180, "viewer decoded only {frames} frames across the reconnects:\n{stderr}");
+    assert!(
+        frames >= 180,
+        "viewer decoded only {frames} frames across the reconnects:\n{stderr}"
+    );
     let (_, _, body) = server.get("/api/streams/live/re");
     let json = String::from_utf8_lossy(&body);
     assert!(json.contains("\"publisher_resumes\": 2"), "{json}");
@@ -126,7 +157,9 @@ fn viewers_on_both_shards_receive_the_same_frames() {
     let server = Server::start("rtmp-shards", "");
     let mut publisher = publish_testsrc(&server.rtmp_url("live/many"), 14, 25);
     wait_live(&server, "live/many");
-    let mut viewers: Vec<RtmpClient> = (0..16).map(|_| RtmpClient::player(server.rtmp_port, "live", "many")).collect();
+    let mut viewers: Vec<RtmpClient> = (0..16)
+        .map(|_| RtmpClient::player(server.rtmp_port, "live", "many"))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut per_shard = Vec::new();
     while Instant::now() < deadline {
@@ -138,19 +171,52 @@ fn viewers_on_both_shards_receive_the_same_frames() {
         }
     }
     assert_eq!(per_shard.len(), 2, "two shards");
-    assert!(per_shard.iter().all(|n| *n > 0.0), "viewers on both shards: {per_shard:?}");
+    assert!(
+        per_shard.iter().all(|n| *n > 0.0),
+        "viewers on both shards: {per_shard:?}"
+    );
     assert_eq!(per_shard.iter().sum::<f64>(), 16.0);
     // The common window: from the latest first keyframe to the earliest last frame.
     let video = |v: &RtmpClient| -> Vec<(u32, bytes::Bytes)> {
-        v.media.iter().filter(|m| m.kind == MediaKind::Video).map(|m| (m.timestamp_ms, m.body.clone())).collect()
+        v.media
+            .iter()
+            .filter(|m| m.kind == MediaKind::Video)
+            .map(|m| (m.timestamp_ms, m.body.clone()))
+            .collect()
     };
-    let from = viewers.iter().map(|v| video(v).iter().find(|(_, b)| b[0] >> 4 == 1).map(|(t, _)| *t).unwrap()).max().unwrap();
-    let to = viewers.iter().map(|v| video(v).last().unwrap().0).min().unwrap();
-    assert!(to > from + 1000, "a common window of over a second ({from}..{to})");
-    let window = |v: &RtmpClient| -> Vec<(u32, bytes::Bytes)> { video(v).into_iter().filter(|(t, _)| *t >= from && *t <= to).collect() };
+    let from = viewers
+        .iter()
+        .map(|v| {
+            video(v)
+                .iter()
+                .find(|(_, b)| b[0] >> 4 == 1)
+                .map(|(t, _)| *t)
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    let to = viewers
+        .iter()
+        .map(|v| video(v).last().unwrap().0)
+        .min()
+        .unwrap();
+    assert!(
+        to > from + 1000,
+        "a common window of over a second ({from}..{to})"
+    );
+    let window = |v: &RtmpClient| -> Vec<(u32, bytes::Bytes)> {
+        video(v)
+            .into_iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .collect()
+    };
     let reference = window(&viewers[0]);
     for (i, v) in viewers.iter().enumerate() {
-        assert_eq!(window(v), reference, "viewer {i} got a different frame sequence");
+        assert_eq!(
+            window(v),
+            reference,
+            "viewer {i} got a different frame sequence"
+        );
     }
     publisher.kill().unwrap();
 }
@@ -165,7 +231,10 @@ impl FlvViewer {
     fn open(server: &Server, path: &str) -> FlvViewer {
         let mut sock = TcpStream::connect((Ipv4Addr::LOCALHOST, server.http_port)).unwrap();
         write!(sock, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        FlvViewer { sock, raw: Vec::new() }
+        FlvViewer {
+            sock,
+            raw: Vec::new(),
+        }
     }
 
     /// Read for `d` at most (a live stream never goes quiet).
@@ -197,7 +266,11 @@ impl FlvViewer {
                 shardcast::proto::flv::TagKind::Video => MediaKind::Video,
                 shardcast::proto::flv::TagKind::Script => MediaKind::Data,
             };
-            out.push(Media { kind, timestamp_ms: tag.timestamp_ms, body: tag.body });
+            out.push(Media {
+                kind,
+                timestamp_ms: tag.timestamp_ms,
+                body: tag.body,
+            });
         }
         out
     }
@@ -210,7 +283,11 @@ impl FlvViewer {
 fn enhanced_rtmp_hevc_and_av1_reach_rtmp_and_http_flv_viewers_byte_identical() {
     let server = Server::start("rtmp-enhanced", "");
     for (name, file) in [("hevc", "hevc.flv"), ("av1", "av1.flv")] {
-        let tags = flv_tags(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/flv").join(file));
+        let tags = flv_tags(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/flv")
+                .join(file),
+        );
         let span = tags.iter().map(|t| t.timestamp_ms).max().unwrap() + 40;
         let mut publisher = RtmpClient::publisher(server.rtmp_port, "live", name);
         publisher.expect_status("NetStream.Publish.Start");
@@ -219,18 +296,26 @@ fn enhanced_rtmp_hevc_and_av1_reach_rtmp_and_http_flv_viewers_byte_identical() {
         for round in 0..4u32 {
             for t in &tags {
                 // ExVideoTagHeader: IsExHeader bit, PacketType in the low nibble.
-                let ex_packet = (t.kind == MediaKind::Video && t.body[0] & 0x80 != 0).then(|| t.body[0] & 0x0f);
+                let ex_packet =
+                    (t.kind == MediaKind::Video && t.body[0] & 0x80 != 0).then(|| t.body[0] & 0x0f);
                 // SequenceEnd never; SequenceStart only the first time round.
                 if ex_packet == Some(2) || (round > 0 && ex_packet == Some(0)) {
                     continue;
                 }
                 let ts = t.timestamp_ms + round * span;
                 publisher.send(t.kind, ts, &t.body);
-                sent.push(Media { kind: t.kind, timestamp_ms: ts, body: t.body.clone() });
+                sent.push(Media {
+                    kind: t.kind,
+                    timestamp_ms: ts,
+                    body: t.body.clone(),
+                });
                 std::thread::sleep(Duration::from_millis(5));
             }
             if round == 1 {
-                players.push((RtmpClient::player(server.rtmp_port, "live", name), FlvViewer::open(&server, &format!("/live/{name}.flv"))));
+                players.push((
+                    RtmpClient::player(server.rtmp_port, "live", name),
+                    FlvViewer::open(&server, &format!("/live/{name}.flv")),
+                ));
                 let (p, f) = players.last_mut().unwrap();
                 p.expect_status("NetStream.Play.Start");
                 f.pump(Duration::from_millis(200));
@@ -245,15 +330,42 @@ fn enhanced_rtmp_hevc_and_av1_reach_rtmp_and_http_flv_viewers_byte_identical() {
             f.pump(Duration::from_millis(300));
         }
         let (rtmp_viewer, flv_viewer) = &players[0];
-        let via_rtmp: Vec<_> = rtmp_viewer.media.iter().filter(|m| m.kind == MediaKind::Video).cloned().collect();
-        let via_flv: Vec<_> = flv_viewer.tags().into_iter().filter(|m| m.kind == MediaKind::Video).collect();
-        assert!(via_rtmp.len() > tags.len(), "{name}: RTMP viewer got {} video messages", via_rtmp.len());
-        assert_eq!(via_rtmp, via_flv, "{name}: RTMP and HTTP-FLV viewers got different frames");
+        let via_rtmp: Vec<_> = rtmp_viewer
+            .media
+            .iter()
+            .filter(|m| m.kind == MediaKind::Video)
+            .cloned()
+            .collect();
+        let via_flv: Vec<_> = flv_viewer
+            .tags()
+            .into_iter()
+            .filter(|m| m.kind == MediaKind::Video)
+            .collect();
+        assert!(
+            via_rtmp.len() > tags.len(),
+            "{name}: RTMP viewer got {} video messages",
+            via_rtmp.len()
+        );
+        assert_eq!(
+            via_rtmp, via_flv,
+            "{name}: RTMP and HTTP-FLV viewers got different frames"
+        );
         // What viewers got is exactly what was published, from the config on.
-        let sent_video: Vec<_> = sent.iter().filter(|m| m.kind == MediaKind::Video).cloned().collect();
+        let sent_video: Vec<_> = sent
+            .iter()
+            .filter(|m| m.kind == MediaKind::Video)
+            .cloned()
+            .collect();
         let tail = &sent_video[sent_video.len() - (via_rtmp.len() - 1)..];
-        assert_eq!(via_rtmp[0].body, sent_video[0].body, "{name}: the sequence start (config) comes first");
-        assert_eq!(&via_rtmp[1..], tail, "{name}: frames differ from what was published");
+        assert_eq!(
+            via_rtmp[0].body, sent_video[0].body,
+            "{name}: the sequence start (config) comes first"
+        );
+        assert_eq!(
+            &via_rtmp[1..],
+            tail,
+            "{name}: frames differ from what was published"
+        );
         publisher.stop();
     }
 }
@@ -289,14 +401,24 @@ fn bad_input_closes_only_that_connection() {
     // 3-5. After a real handshake and connect: chunk size 2^31, an oversized message,
     // an unknown message type.
     let attacks: [(&str, Vec<u8>); 3] = [
-        ("chunk size 2^31", rtmp::serialize_message(2, 1, 0, 0, &0x8000_0000u32.to_be_bytes(), 4096).unwrap().to_vec()),
+        (
+            "chunk size 2^31",
+            rtmp::serialize_message(2, 1, 0, 0, &0x8000_0000u32.to_be_bytes(), 4096)
+                .unwrap()
+                .to_vec(),
+        ),
         ("oversized message", {
             // fmt 0, csid 3, timestamp 0, length 0xFFFFFF, type 20 (AMF0 command), stream 0
             let mut m = vec![0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0];
             m.extend_from_slice(&[0u8; 4096]);
             m
         }),
-        ("unknown message type", rtmp::serialize_message(3, 99, 0, 0, b"junk", 4096).unwrap().to_vec()),
+        (
+            "unknown message type",
+            rtmp::serialize_message(3, 99, 0, 0, b"junk", 4096)
+                .unwrap()
+                .to_vec(),
+        ),
     ];
     for (what, bytes) in attacks {
         let mut c = RtmpClient::player(server.rtmp_port, "live", "safe");
@@ -305,11 +427,56 @@ fn bad_input_closes_only_that_connection() {
         let s = c.raw().try_clone().unwrap();
         closes_soon(s, what);
     }
-    assert!(server.metric("shardcast_protocol_errors_total") >= 4.0, "bad input is counted");
+    assert!(
+        server.metric("shardcast_protocol_errors_total") >= 4.0,
+        "bad input is counted"
+    );
     // The publisher and the viewer lost nothing.
     watcher.pump(Duration::from_millis(1500));
-    assert!(watcher.raw.len() > before + 50_000, "the viewer kept receiving ({} -> {} bytes)", before, watcher.raw.len());
+    assert!(
+        watcher.raw.len() > before + 50_000,
+        "the viewer kept receiving ({} -> {} bytes)",
+        before,
+        watcher.raw.len()
+    );
     let (frames, stderr, _) = decode(&server.http_url("live/safe.flv"), 2);
-    assert!(stderr.trim().is_empty() && frames >= 40, "stream still decodes: {frames} frames, {stderr}");
+    assert!(
+        stderr.trim().is_empty() && frames >= 40,
+        "stream still decodes: {frames} frames, {stderr}"
+    );
+    publisher.kill().unwrap();
+}
+
+#[test]
+fn play_before_publish_waits_when_configured() {
+    let server = Server::start("rtmp-wait", "[rtmp]\nplay_missing = \"wait\"\n");
+    let mut early = RtmpClient::player(server.rtmp_port, "live", "later");
+    early.expect_status("NetStream.Play.Start");
+    early.pump(Duration::from_millis(500));
+    assert!(early.media.is_empty());
+    let mut publisher = publish_testsrc(&server.rtmp_url("live/later"), 8, 25);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while early
+        .media
+        .iter()
+        .filter(|m| m.kind == MediaKind::Video)
+        .count()
+        < 50
+    {
+        assert!(
+            Instant::now() < deadline && !early.closed,
+            "the waiting viewer got {} messages",
+            early.media.len()
+        );
+        early.pump(Duration::from_millis(100));
+    }
+    // It starts like any joiner: video config first.
+    let first_video = early
+        .media
+        .iter()
+        .find(|m| m.kind == MediaKind::Video)
+        .unwrap();
+    assert_eq!(first_video.body[0], 0x17, "an AVC keyframe tag...");
+    assert_eq!(first_video.body[1], 0, "...carrying the sequence header");
     publisher.kill().unwrap();
 }

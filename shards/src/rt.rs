@@ -160,6 +160,45 @@ pub mod channel {
         new_bounded, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
     };
 
+    /// How often a channel operation that may have missed its wake-up is polled again.
+    const REPOLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+    /// Connect a sender on this executor. glommio 0.9 can lose the wake-up that tells
+    /// one side the other connected (seen as both executors parked forever at start-up,
+    /// about 1 run in 10 with two executors per core); its connector re-checks the peer
+    /// when polled, so poll it again on a short timer.
+    pub async fn connect_sender<M: Send + 'static>(tx: SharedSender<M>) -> ConnectedSender<M> {
+        let mut fut = Box::pin(tx.connect());
+        loop {
+            if let Some(c) = super::timeout(REPOLL, fut.as_mut()).await {
+                return c;
+            }
+        }
+    }
+
+    /// Connect a receiver on this executor (see [`connect_sender`]).
+    pub async fn connect_receiver<M: Send + 'static>(
+        rx: SharedReceiver<M>,
+    ) -> ConnectedReceiver<M> {
+        let mut fut = Box::pin(rx.connect());
+        loop {
+            if let Some(c) = super::timeout(REPOLL, fut.as_mut()).await {
+                return c;
+            }
+        }
+    }
+
+    /// The next message; `None` once the sender is gone. Re-polls every 100 ms as a
+    /// safety net against a lost wake-up (a dropped, pending `recv` loses no message).
+    pub async fn recv<M: Send + 'static>(rx: &ConnectedReceiver<M>) -> Option<M> {
+        loop {
+            if let Some(m) = super::timeout(std::time::Duration::from_millis(100), rx.recv()).await
+            {
+                return m;
+            }
+        }
+    }
+
     /// Send without waiting; a full or closed channel gives the message back.
     pub fn try_send<M: Send>(tx: &ConnectedSender<M>, msg: M) -> Result<(), M> {
         match tx.try_send(msg) {
@@ -180,7 +219,8 @@ pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
 /// Detach a socket from this executor so another shard can adopt it with
 /// [`adopt_stream`]: the fd is duplicated and this executor's handle closed.
 pub fn release_stream(stream: TcpStream) -> io::Result<std::os::fd::OwnedFd> {
-    let fd = nix::unistd::dup(stream.as_raw_fd()).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    let fd =
+        nix::unistd::dup(stream.as_raw_fd()).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
     drop(stream);
     // SAFETY: dup just returned this fd to us; nothing else owns it.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
@@ -246,7 +286,11 @@ impl FileWriter {
             .buffered_open(path)
             .await
             .map_err(io::Error::from)?;
-        Ok(FileWriter { file, pos: 0, pending: Vec::with_capacity(256 * 1024) })
+        Ok(FileWriter {
+            file,
+            pos: 0,
+            pending: Vec::with_capacity(256 * 1024),
+        })
     }
 
     /// Queue bytes; they reach the file at the next `flush`.
@@ -270,11 +314,18 @@ impl FileWriter {
         }
         let buf = std::mem::replace(&mut self.pending, Vec::with_capacity(256 * 1024));
         let len = buf.len();
-        let n = self.file.write_at(buf, self.pos).await.map_err(io::Error::from)?;
+        let n = self
+            .file
+            .write_at(buf, self.pos)
+            .await
+            .map_err(io::Error::from)?;
         self.pos += n as u64;
         if n < len {
             // A regular file only writes short when the disk is full.
-            return Err(io::Error::new(io::ErrorKind::StorageFull, format!("short write: {n} of {len} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("short write: {n} of {len} bytes"),
+            ));
         }
         Ok(())
     }

@@ -21,13 +21,22 @@ pub enum StreamKeyError {
 
 fn check_part(part: &str) -> Result<(), StreamKeyError> {
     if part.is_empty() || part.len() > 128 {
-        return Err(StreamKeyError::BadLength { part: part.to_owned() });
+        return Err(StreamKeyError::BadLength {
+            part: part.to_owned(),
+        });
     }
     if part == "." || part == ".." {
-        return Err(StreamKeyError::DotPart { part: part.to_owned() });
+        return Err(StreamKeyError::DotPart {
+            part: part.to_owned(),
+        });
     }
-    if !part.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) {
-        return Err(StreamKeyError::BadCharacter { part: part.to_owned() });
+    if !part
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    {
+        return Err(StreamKeyError::BadCharacter {
+            part: part.to_owned(),
+        });
     }
     Ok(())
 }
@@ -78,10 +87,22 @@ mod tests {
 
     #[test]
     fn rejects_unsafe_parts() {
-        assert!(matches!(StreamKey::new("", "a"), Err(StreamKeyError::BadLength { .. })));
-        assert!(matches!(StreamKey::new("live", ".."), Err(StreamKeyError::DotPart { .. })));
-        assert!(matches!(StreamKey::new("live", "a/b"), Err(StreamKeyError::BadCharacter { .. })));
-        assert!(matches!(StreamKey::new("live", "a b"), Err(StreamKeyError::BadCharacter { .. })));
+        assert!(matches!(
+            StreamKey::new("", "a"),
+            Err(StreamKeyError::BadLength { .. })
+        ));
+        assert!(matches!(
+            StreamKey::new("live", ".."),
+            Err(StreamKeyError::DotPart { .. })
+        ));
+        assert!(matches!(
+            StreamKey::new("live", "a/b"),
+            Err(StreamKeyError::BadCharacter { .. })
+        ));
+        assert!(matches!(
+            StreamKey::new("live", "a b"),
+            Err(StreamKeyError::BadCharacter { .. })
+        ));
         assert!(StreamKey::new("live", &"x".repeat(129)).is_err());
     }
 }

@@ -9,7 +9,10 @@ use crate::media::Frame;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MuxError {
     #[error("{codec} is not supported by the {container} muxer")]
-    UnsupportedCodec { codec: String, container: &'static str },
+    UnsupportedCodec {
+        codec: String,
+        container: &'static str,
+    },
     #[error("media frame for {track} arrived before its codec configuration")]
     MissingConfig { track: &'static str },
     #[error("malformed {what}: {detail}")]

@@ -44,11 +44,19 @@ pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
                 return error(Status::NOT_FOUND, &format!("stream '{key}' is not live"));
             };
             let k = key.clone();
-            shard.hub.run_on(entry.owner, Box::new(move || Shard::current().kick(&k)));
-            json_response(Status::OK, json!({ "stream": key.as_str(), "kicked": true }))
+            shard
+                .hub
+                .run_on(entry.owner, Box::new(move || Shard::current().kick(&k)));
+            json_response(
+                Status::OK,
+                json!({ "stream": key.as_str(), "kicked": true }),
+            )
         }
         (_, "streams") => Response::method_not_allowed("GET, HEAD"),
-        _ => error(Status::NOT_FOUND, "unknown API path; see the README for /api/streams"),
+        _ => error(
+            Status::NOT_FOUND,
+            "unknown API path; see the README for /api/streams",
+        ),
     }
 }
 

@@ -33,7 +33,10 @@ pub struct TrackFilter {
 
 impl Default for TrackFilter {
     fn default() -> Self {
-        TrackFilter { audio: true, video: true }
+        TrackFilter {
+            audio: true,
+            video: true,
+        }
     }
 }
 
@@ -99,7 +102,11 @@ impl Egress {
 
     /// Write everything pending; returns the bytes written. Fails if the viewer stops
     /// reading for `stall`.
-    pub async fn flush(&mut self, stream: &mut TcpStream, stall: Duration) -> std::io::Result<usize> {
+    pub async fn flush(
+        &mut self,
+        stream: &mut TcpStream,
+        stall: Duration,
+    ) -> std::io::Result<usize> {
         if self.bufs.is_empty() {
             return Ok(0);
         }

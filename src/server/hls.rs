@@ -13,7 +13,9 @@ use shards::rt;
 
 use crate::media::{Frame, FrameKind, StreamKey};
 use crate::proto::fmp4::Fmp4Muxer;
-use crate::proto::hls::{HlsConfig, HlsLookup, HlsSnapshot, Packager, Update, Variant, VariantInfo};
+use crate::proto::hls::{
+    HlsConfig, HlsLookup, HlsSnapshot, Packager, Update, Variant, VariantInfo,
+};
 use crate::proto::http::{Request, Response, Status};
 use crate::proto::ts::TsMuxer;
 use crate::server::config::Config;
@@ -40,7 +42,10 @@ fn hls_config(config: &Config) -> HlsConfig {
 }
 
 fn wallclock_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Packagers {
@@ -56,14 +61,41 @@ impl Packagers {
         let ts = config
             .hls
             .ts
-            .then(|| Packager::new_at(key.clone(), Variant::Ts, TsMuxer::new(), hc.clone(), first_msn))
-            .and_then(|r| r.map_err(|e| tracing::error!(stream = %key, error = %e, "HLS (TS) disabled")).ok());
+            .then(|| {
+                Packager::new_at(
+                    key.clone(),
+                    Variant::Ts,
+                    TsMuxer::new(),
+                    hc.clone(),
+                    first_msn,
+                )
+            })
+            .and_then(|r| {
+                r.map_err(|e| tracing::error!(stream = %key, error = %e, "HLS (TS) disabled"))
+                    .ok()
+            });
         let ll = config
             .hls
             .ll
-            .then(|| Packager::new_at(key.clone(), Variant::Fmp4LowLatency, Fmp4Muxer::new(), hc.clone(), first_msn))
-            .and_then(|r| r.map_err(|e| tracing::error!(stream = %key, error = %e, "LL-HLS disabled")).ok());
-        Some(Packagers { key: key.clone(), ts, ll, errors_logged: false })
+            .then(|| {
+                Packager::new_at(
+                    key.clone(),
+                    Variant::Fmp4LowLatency,
+                    Fmp4Muxer::new(),
+                    hc.clone(),
+                    first_msn,
+                )
+            })
+            .and_then(|r| {
+                r.map_err(|e| tracing::error!(stream = %key, error = %e, "LL-HLS disabled"))
+                    .ok()
+            });
+        Some(Packagers {
+            key: key.clone(),
+            ts,
+            ll,
+            errors_logged: false,
+        })
     }
 
     /// The publisher reconnected: the next segments carry EXT-X-DISCONTINUITY (closing
@@ -89,10 +121,15 @@ impl Packagers {
 
     /// Tell every shard that `entry`'s HLS snapshots changed.
     fn announce(&self, shard: &Rc<Shard>, entry: &Arc<StreamEntry>) {
-        entry.shared.hls_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entry
+            .shared
+            .hls_version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         for to in 0..shard.count {
             let key = self.key.clone();
-            shard.hub.run_on(to, Box::new(move || Shard::current().hls_updated(&key)));
+            shard
+                .hub
+                .run_on(to, Box::new(move || Shard::current().hls_updated(&key)));
         }
     }
 
@@ -129,8 +166,13 @@ impl Packagers {
     }
 
     fn update_variant_info(&mut self, entry: &Arc<StreamEntry>) {
-        let Some(info) = entry.shared.info.load_full() else { return };
-        let codecs: Vec<&str> = [info.video_codec.as_deref(), info.audio_codec.as_deref()].into_iter().flatten().collect();
+        let Some(info) = entry.shared.info.load_full() else {
+            return;
+        };
+        let codecs: Vec<&str> = [info.video_codec.as_deref(), info.audio_codec.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
         let variant = VariantInfo {
             codecs: codecs.join(","),
             resolution: info.width.zip(info.height),
@@ -198,10 +240,21 @@ pub async fn route(request: &Request, shard: &Rc<Shard>) -> Option<Response> {
             Some(s) => s.lookup(rest, query),
             None => HlsLookup::Wait { msn: 0, part: None },
         };
-        let timeout_ms = snapshot.as_ref().map_or(shard.config.hls.blocking_timeout_ms, |s| s.blocking_timeout_ms());
+        let timeout_ms = snapshot
+            .as_ref()
+            .map_or(shard.config.hls.blocking_timeout_ms, |s| {
+                s.blocking_timeout_ms()
+            });
         match lookup {
-            HlsLookup::Ready { content_type, cache_control, body } => {
-                return Some(Response::with_body(Status::OK, content_type, body).cache_control(&cache_control.header_value()));
+            HlsLookup::Ready {
+                content_type,
+                cache_control,
+                body,
+            } => {
+                return Some(
+                    Response::with_body(Status::OK, content_type, body)
+                        .cache_control(&cache_control.header_value()),
+                );
             }
             HlsLookup::NotFound => return Some(Response::error(Status::NOT_FOUND)),
             HlsLookup::BadRequest(reason) => {
@@ -211,10 +264,13 @@ pub async fn route(request: &Request, shard: &Rc<Shard>) -> Option<Response> {
             HlsLookup::Wait { .. } => {
                 let left = Duration::from_millis(timeout_ms).saturating_sub(started.elapsed());
                 if left.is_zero() || shard.stopping.is_fired() {
-                    return Some(Response::error(Status::SERVICE_UNAVAILABLE).header("Retry-After", "1"));
+                    return Some(
+                        Response::error(Status::SERVICE_UNAVAILABLE).header("Retry-After", "1"),
+                    );
                 }
                 // Re-check at least every 500 ms: a stream that ends wakes nobody.
-                let _ = rt::timeout(left.min(Duration::from_millis(500)), notify.changed(seen)).await;
+                let _ =
+                    rt::timeout(left.min(Duration::from_millis(500)), notify.changed(seen)).await;
             }
         }
     }
@@ -223,7 +279,12 @@ pub async fn route(request: &Request, shard: &Rc<Shard>) -> Option<Response> {
 impl Shard {
     /// The notification blocked HLS requests for `key` on this shard wait on.
     pub fn hls_notify(&self, key: &StreamKey) -> Rc<Notify> {
-        Rc::clone(self.hls_waiters.borrow_mut().entry(key.clone()).or_default())
+        Rc::clone(
+            self.hls_waiters
+                .borrow_mut()
+                .entry(key.clone())
+                .or_default(),
+        )
     }
 
     /// The owner shard produced a new part or segment of `key`.

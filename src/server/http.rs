@@ -35,7 +35,10 @@ pub(crate) enum Reply {
 }
 
 pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>) {
-    let limits = h::Limits { max_head_bytes: shard.config.http.max_request_head_bytes, ..h::Limits::default() };
+    let limits = h::Limits {
+        max_head_bytes: shard.config.http.max_request_head_bytes,
+        ..h::Limits::default()
+    };
     let mut buf = BytesMut::with_capacity(2048);
     let mut scratch = vec![0u8; 8192];
     loop {
@@ -83,7 +86,11 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
 }
 
 /// Write a complete response; returns whether the connection stays open.
-async fn write_response(stream: &mut TcpStream, response: Response, request: Option<&Request>) -> std::io::Result<bool> {
+async fn write_response(
+    stream: &mut TcpStream,
+    response: Response,
+    request: Option<&Request>,
+) -> std::io::Result<bool> {
     let encoded = match request {
         Some(r) => response.encode(r),
         None => response.encode_standalone(),
@@ -100,18 +107,38 @@ fn cors(shard: &Shard, response: Response) -> Response {
 
 async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
     if Response::is_preflight(request) {
-        return Reply::Done(Response::preflight(request, &shard.config.http.cors_allow_origin, "GET, HEAD, OPTIONS"));
+        return Reply::Done(Response::preflight(
+            request,
+            &shard.config.http.cors_allow_origin,
+            "GET, HEAD, OPTIONS",
+        ));
     }
     let path = request.path.as_str();
     let read_only = matches!(request.method, Method::Get | Method::Head);
     match path {
         "/healthz" if read_only => {
-            return Reply::Done(Response::with_body(Status::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n")).cache_control("no-store"))
+            return Reply::Done(
+                Response::with_body(
+                    Status::OK,
+                    "text/plain; charset=utf-8",
+                    Bytes::from_static(b"ok\n"),
+                )
+                .cache_control("no-store"),
+            )
         }
         "/metrics" if read_only => {
-            let text = crate::server::metrics::render(&shard.metrics, shard.hub.directory(), shard.started.elapsed().as_secs_f64());
+            let text = crate::server::metrics::render(
+                &shard.metrics,
+                shard.hub.directory(),
+                shard.started.elapsed().as_secs_f64(),
+            );
             return Reply::Done(
-                Response::with_body(Status::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text)).cache_control("no-store"),
+                Response::with_body(
+                    Status::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    Bytes::from(text),
+                )
+                .cache_control("no-store"),
             );
         }
         _ => {}
@@ -120,7 +147,10 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         if !shard.config.http.api {
             return Reply::Done(Response::error(Status::NOT_FOUND));
         }
-        return Reply::Done(cors(shard, crate::server::api::handle(request, rest, shard)));
+        return Reply::Done(cors(
+            shard,
+            crate::server::api::handle(request, rest, shard),
+        ));
     }
     if !read_only {
         return Reply::Done(Response::method_not_allowed("GET, HEAD, OPTIONS"));
@@ -131,7 +161,9 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         };
         return match shard.hub.subscribe(&key) {
             Ok(sub) => Reply::Flv(Box::new(sub)),
-            Err(shards::hub::SubscribeError::NotFound { .. }) => Reply::Done(cors(shard, Response::error(Status::NOT_FOUND))),
+            Err(shards::hub::SubscribeError::NotFound { .. }) => {
+                Reply::Done(cors(shard, Response::error(Status::NOT_FOUND)))
+            }
             Err(e) => {
                 ShardMetrics::add(&shard.metrics().rejected, 1);
                 tracing::info!(stream = %key, error = %e, "HTTP-FLV viewer refused");
@@ -157,12 +189,19 @@ pub(crate) fn flv_tag(frame: &Frame) -> Bytes {
     flv::write_tag(frame, frame.dts_ms).unwrap_or_default()
 }
 
-async fn serve_flv(stream: &mut TcpStream, request: &Request, mut sub: StreamSubscription, shard: &Rc<Shard>) {
+async fn serve_flv(
+    stream: &mut TcpStream,
+    request: &Request,
+    mut sub: StreamSubscription,
+    shard: &Rc<Shard>,
+) {
     let key = sub.key().clone();
     let _viewer = shard.hold(|m| &m.flv_viewers);
     let info = sub.entry().shared.info.load_full();
     let (has_audio, has_video) = match info.as_deref() {
-        Some(i) if i.audio_codec.is_some() || i.video_codec.is_some() => (i.audio_codec.is_some(), i.video_codec.is_some()),
+        Some(i) if i.audio_codec.is_some() || i.video_codec.is_some() => {
+            (i.audio_codec.is_some(), i.video_codec.is_some())
+        }
         _ => (true, true),
     };
     let response = cors(shard, Response::stream("video/x-flv"));
@@ -179,7 +218,13 @@ async fn serve_flv(stream: &mut TcpStream, request: &Request, mut sub: StreamSub
     tracing::debug!(stream = %key, remote = sub.is_remote(), "HTTP-FLV viewer joined");
     let mut scratch = [0u8; 512];
     let end = loop {
-        let end = out.gather(&mut sub, format::FLV_TAG, TrackFilter::default(), flv_tag, |o, b| push_body(o, b, chunked));
+        let end = out.gather(
+            &mut sub,
+            format::FLV_TAG,
+            TrackFilter::default(),
+            flv_tag,
+            |o, b| push_body(o, b, chunked),
+        );
         match out.flush(stream, WRITE_STALL).await {
             Ok(n) => ShardMetrics::add(&shard.metrics().bytes_out, n as u64),
             Err(e) => {
@@ -196,9 +241,7 @@ async fn serve_flv(stream: &mut TcpStream, request: &Request, mut sub: StreamSub
                 sub.wait().await;
                 false
             },
-            async {
-                matches!(stream.read(&mut scratch).await, Ok(0) | Err(_))
-            },
+            async { matches!(stream.read(&mut scratch).await, Ok(0) | Err(_)) },
         )
         .await;
         if closed {

@@ -82,10 +82,19 @@ impl Ingest {
         };
         drop(owners);
         let kick = Rc::new(LocalEvent::default());
-        shard.publishers.borrow_mut().insert(key.clone(), Rc::clone(&kick));
+        shard
+            .publishers
+            .borrow_mut()
+            .insert(key.clone(), Rc::clone(&kick));
         tracing::info!(stream = %key, shard = shard.id, resumed = publisher.resumed(), "publishing");
         let counted = shard.hold(|m| &m.publishers);
-        Ok(Ingest { shard: Rc::clone(shard), publisher, owner, kick, _counted: counted })
+        Ok(Ingest {
+            shard: Rc::clone(shard),
+            publisher,
+            owner,
+            kick,
+            _counted: counted,
+        })
     }
 
     pub fn key(&self) -> &StreamKey {
@@ -102,7 +111,12 @@ impl Ingest {
     }
 
     /// One publisher message (an FLV tag body) with its 32-bit wire timestamp.
-    pub fn push_tag(&mut self, kind: TagKind, timestamp_ms: u32, body: Bytes) -> Result<(), IngestError> {
+    pub fn push_tag(
+        &mut self,
+        kind: TagKind,
+        timestamp_ms: u32,
+        body: Bytes,
+    ) -> Result<(), IngestError> {
         let track = match kind {
             TagKind::Audio => Track::Audio,
             TagKind::Video => Track::Video,
@@ -110,7 +124,9 @@ impl Ingest {
         };
         let mut owner = self.owner.borrow_mut();
         let dts_ms = owner.timeline.dts_ms(track, timestamp_ms);
-        let Some(frame) = flv::parse_body(kind, dts_ms, body)? else { return Ok(()) };
+        let Some(frame) = flv::parse_body(kind, dts_ms, body)? else {
+            return Ok(());
+        };
         self.push_frame_locked(&mut owner, frame);
         Ok(())
     }
@@ -128,7 +144,11 @@ impl Ingest {
                     "publisher sent timestamps that go backwards or jump; repairing them (counted in timestamp_fixes)"
                 );
             }
-            self.publisher.entry().stats.timestamp_fixes.fetch_add(fixes - owner.timestamp_fixes_reported, Ordering::Relaxed);
+            self.publisher
+                .entry()
+                .stats
+                .timestamp_fixes
+                .fetch_add(fixes - owner.timestamp_fixes_reported, Ordering::Relaxed);
             owner.timestamp_fixes_reported = fixes;
         }
         if let Some(hls) = &mut owner.hls {
@@ -143,18 +163,27 @@ impl OwnerState {
         let summary = crate::media::codec::CodecInfo::from_config(frame).ok();
         match frame.codec {
             Codec::Video(_) => {
-                self.info.video_codec = summary.as_ref().map(|s| s.codec_string.clone()).or(Some(format!("{:?}", frame.codec)));
+                self.info.video_codec = summary
+                    .as_ref()
+                    .map(|s| s.codec_string.clone())
+                    .or(Some(format!("{:?}", frame.codec)));
                 self.info.width = summary.as_ref().and_then(|s| s.width);
                 self.info.height = summary.as_ref().and_then(|s| s.height);
             }
             Codec::Audio(_) => {
-                self.info.audio_codec = summary.as_ref().map(|s| s.codec_string.clone()).or(Some(format!("{:?}", frame.codec)));
+                self.info.audio_codec = summary
+                    .as_ref()
+                    .map(|s| s.codec_string.clone())
+                    .or(Some(format!("{:?}", frame.codec)));
                 self.info.sample_rate = summary.as_ref().and_then(|s| s.sample_rate);
                 self.info.channels = summary.as_ref().and_then(|s| s.channels);
             }
             Codec::Script => {}
         }
-        entry.shared.info.store(Some(std::sync::Arc::new(self.info.clone())));
+        entry
+            .shared
+            .info
+            .store(Some(std::sync::Arc::new(self.info.clone())));
     }
 }
 
@@ -162,7 +191,10 @@ impl Drop for Ingest {
     fn drop(&mut self) {
         let key = self.publisher.key();
         let mut publishers = self.shard.publishers.borrow_mut();
-        if publishers.get(key).is_some_and(|k| Rc::ptr_eq(k, &self.kick)) {
+        if publishers
+            .get(key)
+            .is_some_and(|k| Rc::ptr_eq(k, &self.kick))
+        {
             publishers.remove(key);
         }
         tracing::info!(stream = %key, "publisher left; viewers stay for the reconnect grace");

@@ -46,42 +46,156 @@ impl ShardMetrics {
 pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> String {
     let mut out = String::with_capacity(4096);
     let counters: [(&str, &str, &str, fn(&ShardMetrics) -> &AtomicU64); 14] = [
-        ("shardcast_rtmp_connections_total", "counter", "RTMP connections accepted", |m| &m.rtmp_connections),
-        ("shardcast_http_connections_total", "counter", "HTTP connections accepted", |m| &m.http_connections),
-        ("shardcast_open_connections", "gauge", "Connections open now", |m| &m.open),
-        ("shardcast_publishers", "gauge", "Publishers connected now", |m| &m.publishers),
-        ("shardcast_rtmp_viewers", "gauge", "RTMP viewers now", |m| &m.rtmp_viewers),
-        ("shardcast_http_flv_viewers", "gauge", "HTTP-FLV viewers now", |m| &m.flv_viewers),
-        ("shardcast_http_requests_total", "counter", "HTTP requests served", |m| &m.http_requests),
-        ("shardcast_received_bytes_total", "counter", "Bytes read from peers", |m| &m.bytes_in),
-        ("shardcast_sent_bytes_total", "counter", "Bytes written to peers", |m| &m.bytes_out),
-        ("shardcast_protocol_errors_total", "counter", "Connections closed for bad input", |m| &m.protocol_errors),
-        ("shardcast_rejected_total", "counter", "Publish/play requests refused", |m| &m.rejected),
-        ("shardcast_slow_viewers_total", "counter", "Viewers disconnected for falling behind", |m| &m.slow_viewers),
-        ("shardcast_recording_errors_total", "counter", "Recordings stopped by an error", |m| &m.recording_errors),
-        ("shardcast_hls_segments_total", "counter", "HLS segments produced", |m| &m.hls_segments),
+        (
+            "shardcast_rtmp_connections_total",
+            "counter",
+            "RTMP connections accepted",
+            |m| &m.rtmp_connections,
+        ),
+        (
+            "shardcast_http_connections_total",
+            "counter",
+            "HTTP connections accepted",
+            |m| &m.http_connections,
+        ),
+        (
+            "shardcast_open_connections",
+            "gauge",
+            "Connections open now",
+            |m| &m.open,
+        ),
+        (
+            "shardcast_publishers",
+            "gauge",
+            "Publishers connected now",
+            |m| &m.publishers,
+        ),
+        ("shardcast_rtmp_viewers", "gauge", "RTMP viewers now", |m| {
+            &m.rtmp_viewers
+        }),
+        (
+            "shardcast_http_flv_viewers",
+            "gauge",
+            "HTTP-FLV viewers now",
+            |m| &m.flv_viewers,
+        ),
+        (
+            "shardcast_http_requests_total",
+            "counter",
+            "HTTP requests served",
+            |m| &m.http_requests,
+        ),
+        (
+            "shardcast_received_bytes_total",
+            "counter",
+            "Bytes read from peers",
+            |m| &m.bytes_in,
+        ),
+        (
+            "shardcast_sent_bytes_total",
+            "counter",
+            "Bytes written to peers",
+            |m| &m.bytes_out,
+        ),
+        (
+            "shardcast_protocol_errors_total",
+            "counter",
+            "Connections closed for bad input",
+            |m| &m.protocol_errors,
+        ),
+        (
+            "shardcast_rejected_total",
+            "counter",
+            "Publish/play requests refused",
+            |m| &m.rejected,
+        ),
+        (
+            "shardcast_slow_viewers_total",
+            "counter",
+            "Viewers disconnected for falling behind",
+            |m| &m.slow_viewers,
+        ),
+        (
+            "shardcast_recording_errors_total",
+            "counter",
+            "Recordings stopped by an error",
+            |m| &m.recording_errors,
+        ),
+        (
+            "shardcast_hls_segments_total",
+            "counter",
+            "HLS segments produced",
+            |m| &m.hls_segments,
+        ),
     ];
     for (name, kind, help, f) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (i, s) in shards.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", f(s).load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{i}\"}} {}",
+                f(s).load(Ordering::Relaxed)
+            );
         }
     }
     let _ = writeln!(out, "# HELP shardcast_uptime_seconds Seconds since start\n# TYPE shardcast_uptime_seconds gauge");
     let _ = writeln!(out, "shardcast_uptime_seconds {uptime_s:.1}");
-    let _ = writeln!(out, "# HELP shardcast_streams Streams live now\n# TYPE shardcast_streams gauge");
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_streams Streams live now\n# TYPE shardcast_streams gauge"
+    );
     let all = dir.all();
     let _ = writeln!(out, "shardcast_streams {}", all.len());
     type Stat = fn(&shards::directory::StreamStats) -> &AtomicU64;
     let per_stream: [(&str, &str, &str, Stat); 8] = [
-        ("shardcast_stream_frames_total", "counter", "Frames published", |s| &s.frames),
-        ("shardcast_stream_bytes_total", "counter", "Payload bytes published", |s| &s.bytes),
-        ("shardcast_stream_keyframes_total", "counter", "Keyframes published", |s| &s.keyframes),
-        ("shardcast_stream_bitrate_bps", "gauge", "Ingest bitrate over the last second", |s| &s.bitrate_bps),
-        ("shardcast_stream_viewers", "gauge", "Viewers of the stream, all protocols and shards", |s| &s.viewers),
-        ("shardcast_stream_lag_skips_total", "counter", "Viewer skips to the newest keyframe", |s| &s.lag_skips),
-        ("shardcast_stream_resumes_total", "counter", "Publisher reconnects within the grace", |s| &s.resumes),
-        ("shardcast_stream_timestamp_fixes_total", "counter", "Frames with repaired timestamps", |s| &s.timestamp_fixes),
+        (
+            "shardcast_stream_frames_total",
+            "counter",
+            "Frames published",
+            |s| &s.frames,
+        ),
+        (
+            "shardcast_stream_bytes_total",
+            "counter",
+            "Payload bytes published",
+            |s| &s.bytes,
+        ),
+        (
+            "shardcast_stream_keyframes_total",
+            "counter",
+            "Keyframes published",
+            |s| &s.keyframes,
+        ),
+        (
+            "shardcast_stream_bitrate_bps",
+            "gauge",
+            "Ingest bitrate over the last second",
+            |s| &s.bitrate_bps,
+        ),
+        (
+            "shardcast_stream_viewers",
+            "gauge",
+            "Viewers of the stream, all protocols and shards",
+            |s| &s.viewers,
+        ),
+        (
+            "shardcast_stream_lag_skips_total",
+            "counter",
+            "Viewer skips to the newest keyframe",
+            |s| &s.lag_skips,
+        ),
+        (
+            "shardcast_stream_resumes_total",
+            "counter",
+            "Publisher reconnects within the grace",
+            |s| &s.resumes,
+        ),
+        (
+            "shardcast_stream_timestamp_fixes_total",
+            "counter",
+            "Frames with repaired timestamps",
+            |s| &s.timestamp_fixes,
+        ),
     ];
     let mut keys: Vec<_> = all.keys().collect();
     keys.sort();
@@ -89,13 +203,20 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for key in &keys {
             let e = &all[*key];
-            let _ = writeln!(out, "{name}{{stream=\"{key}\"}} {}", f(&e.stats).load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{stream=\"{key}\"}} {}",
+                f(&e.stats).load(Ordering::Relaxed)
+            );
         }
     }
     let _ = writeln!(out, "# HELP shardcast_stream_video_fps Video frames per second over the last second\n# TYPE shardcast_stream_video_fps gauge");
     for key in &keys {
         let fps = all[*key].stats.video_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "shardcast_stream_video_fps{{stream=\"{key}\"}} {fps:.2}");
+        let _ = writeln!(
+            out,
+            "shardcast_stream_video_fps{{stream=\"{key}\"}} {fps:.2}"
+        );
     }
     out
 }

@@ -36,7 +36,10 @@ const MAX_FRAGMENT_MS: u64 = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("cannot write recording {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Start recording `key` if the config asks for it.
@@ -72,7 +75,9 @@ impl Configs {
             (FrameKind::Config, Track::Audio) => &self.audio,
             _ => return false,
         };
-        current.as_ref().is_none_or(|c| c.payload != f.payload || c.codec != f.codec)
+        current
+            .as_ref()
+            .is_none_or(|c| c.payload != f.payload || c.codec != f.codec)
     }
 
     fn note(&mut self, f: &Frame) {
@@ -85,7 +90,9 @@ impl Configs {
     }
 
     fn all(&self) -> impl Iterator<Item = &Frame> {
-        [&self.metadata, &self.video, &self.audio].into_iter().flatten()
+        [&self.metadata, &self.video, &self.audio]
+            .into_iter()
+            .flatten()
     }
 }
 
@@ -128,7 +135,10 @@ impl Recorder {
     }
 
     fn io_error(&self, path: &std::path::Path, source: std::io::Error) -> RecordError {
-        RecordError::Io { path: path.to_owned(), source }
+        RecordError::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 
     async fn run(&mut self, mut sub: Subscriber<Frame>) -> Result<(), RecordError> {
@@ -156,7 +166,11 @@ impl Recorder {
             (Some(f), Some(every)) => frame.starts_gop() && f.opened.elapsed() >= every,
             _ => false,
         };
-        let config_changed = config_changed && self.file.as_ref().is_some_and(|f| f.init_written && f.mp4.is_some());
+        let config_changed = config_changed
+            && self
+                .file
+                .as_ref()
+                .is_some_and(|f| f.init_written && f.mp4.is_some());
         if rotate || config_changed {
             // A new file: rotation, or a codec change in an fMP4 file (one moov per file).
             self.close().await?;
@@ -176,7 +190,9 @@ impl Recorder {
             }
             Some(mux) => {
                 let cut = match file.fragment_start_ms {
-                    Some(start) => f.starts_gop() || f.dts_ms.saturating_sub(start) >= MAX_FRAGMENT_MS,
+                    Some(start) => {
+                        f.starts_gop() || f.dts_ms.saturating_sub(start) >= MAX_FRAGMENT_MS
+                    }
                     None => false,
                 };
                 if cut && f.kind == FrameKind::Media {
@@ -206,8 +222,14 @@ impl Recorder {
     }
 
     async fn open(&mut self) -> Result<(), RecordError> {
-        let path = self.shard.config.record.file_path(&self.key, SystemTime::now());
-        let mut writer = FileWriter::create_new(&path).await.map_err(|e| self.io_error(&path, e))?;
+        let path = self
+            .shard
+            .config
+            .record
+            .file_path(&self.key, SystemTime::now());
+        let mut writer = FileWriter::create_new(&path)
+            .await
+            .map_err(|e| self.io_error(&path, e))?;
         let mp4 = match self.format {
             RecordFormat::Flv => {
                 writer.append(&flv::file_header(true, true));
@@ -216,13 +238,24 @@ impl Recorder {
             RecordFormat::Fmp4 => Some(Fmp4Muxer::new()),
         };
         tracing::info!(stream = %self.key, path = %path.display(), "recording");
-        let mut file = OpenFile { writer, path, opened: Instant::now(), base_ms: None, mp4, fragment_start_ms: None, last_dts_ms: 0, init_written: false };
+        let mut file = OpenFile {
+            writer,
+            path,
+            opened: Instant::now(),
+            base_ms: None,
+            mp4,
+            fragment_start_ms: None,
+            last_dts_ms: 0,
+            init_written: false,
+        };
         // A new file (first, rotated) starts with the configs in force.
         let configs: Vec<Frame> = self.configs.all().cloned().collect();
         for mut c in configs {
             c.dts_ms = 0;
             match &mut file.mp4 {
-                None => file.writer.append(&flv::write_tag(&c, 0).unwrap_or_default()),
+                None => file
+                    .writer
+                    .append(&flv::write_tag(&c, 0).unwrap_or_default()),
                 Some(mux) => {
                     let _ = mux.push(&c);
                 }
@@ -234,13 +267,18 @@ impl Recorder {
     }
 
     async fn flush(&mut self) -> Result<(), RecordError> {
-        let Some(file) = &mut self.file else { return Ok(()) };
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
         if let Err(e) = file.writer.flush().await {
             let path = file.path.clone();
             self.file = None;
             return Err(self.io_error(&path, e));
         }
-        if self.fsync_every.is_some_and(|every| self.last_sync.elapsed() >= every) {
+        if self
+            .fsync_every
+            .is_some_and(|every| self.last_sync.elapsed() >= every)
+        {
             self.last_sync = Instant::now();
             if let Err(e) = file.writer.sync().await {
                 let path = file.path.clone();
@@ -252,7 +290,9 @@ impl Recorder {
     }
 
     async fn close(&mut self) -> Result<(), RecordError> {
-        let Some(mut file) = self.file.take() else { return Ok(()) };
+        let Some(mut file) = self.file.take() else {
+            return Ok(());
+        };
         if let Some(mux) = &mut file.mp4 {
             // The last sample lasts one typical frame interval.
             let end = file.last_dts_ms + 40;
@@ -261,7 +301,10 @@ impl Recorder {
         }
         let path = file.path.clone();
         let bytes = file.writer.position() + file.writer.pending() as u64;
-        file.writer.close().await.map_err(|e| self.io_error(&path, e))?;
+        file.writer
+            .close()
+            .await
+            .map_err(|e| self.io_error(&path, e))?;
         tracing::info!(stream = %self.key, path = %path.display(), bytes, "recording closed");
         Ok(())
     }

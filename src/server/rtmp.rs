@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shards::rt::aio::AsyncReadExt;
 use shards::hub::{PublishError, SubscribeError};
+use shards::rt::aio::AsyncReadExt;
 use shards::rt::{self, Queue, TcpStream};
 
 use crate::media::{Frame, StreamKey};
@@ -46,7 +46,16 @@ pub(crate) fn rtmp_chunks(frame: &Frame) -> Bytes {
 enum Role {
     Idle,
     Publishing(Box<Ingest>),
-    Playing { sub: Box<StreamSubscription>, filter: TrackFilter, _viewer: Held },
+    Playing {
+        sub: Box<StreamSubscription>,
+        filter: TrackFilter,
+        _viewer: Held,
+    },
+    /// `rtmp.play_missing = "wait"`: play was accepted before the stream exists.
+    Waiting {
+        key: StreamKey,
+        until: Instant,
+    },
 }
 
 struct Session {
@@ -73,7 +82,14 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
     let mut conn = RtmpServerConn::new(cfg);
     // Starts the core's handshake timer.
     conn.handle_timeout(Instant::now());
-    let session = Session { shard, peer, conn, role: Role::Idle, out: Egress::default(), app: None };
+    let session = Session {
+        shard,
+        peer,
+        conn,
+        role: Role::Idle,
+        out: Egress::default(),
+        app: None,
+    };
     run(stream, session, Vec::new()).await;
 }
 
@@ -92,8 +108,14 @@ fn adopt(h: Handover) {
         ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
         let _open = shard.hold(|m| &m.open);
         let stream = rt::adopt_stream(h.fd);
-        let mut session =
-            Session { shard: Rc::clone(&shard), peer: h.peer, conn: h.conn, role: Role::Idle, out: Egress::default(), app: h.app };
+        let mut session = Session {
+            shard: Rc::clone(&shard),
+            peer: h.peer,
+            conn: h.conn,
+            role: Role::Idle,
+            out: Egress::default(),
+            app: h.app,
+        };
         match session.start_publish(&h.key) {
             Ok(None) => run(stream, session, Vec::new()).await,
             Ok(Some(_)) | Err(()) => {
@@ -127,22 +149,42 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
             }
             Step::Handover(owner, key) => {
                 let _ = s.out.flush(&mut stream, WRITE_STALL).await;
-                let Session { shard, peer, conn, app, .. } = s;
+                let Session {
+                    shard,
+                    peer,
+                    conn,
+                    app,
+                    ..
+                } = s;
                 match rt::release_stream(stream) {
                     Ok(fd) => {
                         tracing::info!(stream = %key, from = shard.id, to = owner, "publisher handed to the stream's owner shard");
-                        let h = Handover { fd, conn, peer, app, key };
+                        let h = Handover {
+                            fd,
+                            conn,
+                            peer,
+                            app,
+                            key,
+                        };
                         shard.hub.run_on(owner, Box::new(move || adopt(h)));
                     }
-                    Err(e) => tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing"),
+                    Err(e) => {
+                        tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing")
+                    }
                 }
                 return;
             }
         }
+        if let Role::Waiting { key, until } = &s.role {
+            let (key, until) = (key.clone(), *until);
+            s.retry_waiting(&key, until);
+        }
         // Media for a viewer goes after any control replies, in one write.
         let mut ended = None;
         if let Role::Playing { sub, filter, .. } = &mut s.role {
-            ended = s.out.gather(sub, format::RTMP, *filter, rtmp_chunks, |o, b| o.push(b));
+            ended = s
+                .out
+                .gather(sub, format::RTMP, *filter, rtmp_chunks, |o, b| o.push(b));
         }
         let viewer_ended = ended.is_some();
         if let Some(end) = ended {
@@ -163,7 +205,9 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
         }
         // Wait for input, frames (viewer), a kick (publisher), shutdown, or the core's
         // next timer (handshake/idle timeouts, pings).
-        let wait = s.conn.poll_timeout().map_or(Duration::from_secs(60), |t| t.saturating_duration_since(Instant::now()));
+        let wait = s.conn.poll_timeout().map_or(Duration::from_secs(60), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
         let read = async { Some(stream.read(&mut buf).await) };
         let other = async {
             match &s.role {
@@ -173,6 +217,8 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
                     shards::rt::aio::or(kicked.wait(), s.shard.stopping.wait()).await
                 }
                 Role::Idle => s.shard.stopping.wait().await,
+                // The directory has no change notification; a waiting player polls it.
+                Role::Waiting { .. } => rt::sleep(Duration::from_millis(100)).await,
             }
             None
         };
@@ -180,9 +226,11 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
         bytes_in = match input {
             None | Some(None) => {
                 let stop = match &s.role {
-                    Role::Publishing(ingest) => ingest.kicked().is_fired() || s.shard.stopping.is_fired(),
+                    Role::Publishing(ingest) => {
+                        ingest.kicked().is_fired() || s.shard.stopping.is_fired()
+                    }
                     Role::Idle => s.shard.stopping.is_fired(),
-                    Role::Playing { .. } => false,
+                    Role::Playing { .. } | Role::Waiting { .. } => false,
                 };
                 if stop {
                     return;
@@ -217,12 +265,18 @@ impl Session {
                     } else {
                         ShardMetrics::add(&self.shard.metrics().rejected, 1);
                         tracing::info!(peer = ?self.peer, %app, "RTMP connect rejected: unknown app");
-                        let _ = self.conn.reject_connect(&format!("unknown application '{app}'; configured apps: {}", apps.join(", ")));
+                        let _ = self.conn.reject_connect(&format!(
+                            "unknown application '{app}'; configured apps: {}",
+                            apps.join(", ")
+                        ));
                     }
                 }
                 RtmpEvent::PublishRequested { name, .. } => {
                     let Some(key) = self.key_for(&name) else {
-                        let _ = self.conn.reject_publish("NetStream.Publish.BadName", &format!("invalid stream name '{name}'"));
+                        let _ = self.conn.reject_publish(
+                            "NetStream.Publish.BadName",
+                            &format!("invalid stream name '{name}'"),
+                        );
                         continue;
                     };
                     match self.start_publish(&key) {
@@ -233,12 +287,19 @@ impl Session {
                 }
                 RtmpEvent::PlayRequested { name, .. } => {
                     let Some(key) = self.key_for(&name) else {
-                        let _ = self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("invalid stream name '{name}'"));
+                        let _ = self.conn.reject_play(
+                            "NetStream.Play.StreamNotFound",
+                            &format!("invalid stream name '{name}'"),
+                        );
                         continue;
                     };
                     self.start_play(&key);
                 }
-                RtmpEvent::Media { kind, timestamp_ms, body } => {
+                RtmpEvent::Media {
+                    kind,
+                    timestamp_ms,
+                    body,
+                } => {
                     if let Role::Publishing(ingest) = &mut self.role {
                         let tag = match kind {
                             MediaKind::Audio => TagKind::Audio,
@@ -290,7 +351,9 @@ impl Session {
             Err(e) => {
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
                 tracing::info!(stream = %key, peer = ?self.peer, error = %e, "publish refused");
-                let _ = self.conn.reject_publish("NetStream.Publish.BadName", &e.to_string());
+                let _ = self
+                    .conn
+                    .reject_publish("NetStream.Publish.BadName", &e.to_string());
                 Err(())
             }
         }
@@ -302,20 +365,57 @@ impl Session {
                 let _ = self.conn.accept_play();
                 tracing::debug!(stream = %key, remote = sub.is_remote(), "RTMP viewer joined");
                 let viewer = self.shard.hold(|m| &m.rtmp_viewers);
-                self.role = Role::Playing { sub: Box::new(sub), filter: TrackFilter::default(), _viewer: viewer };
+                self.role = Role::Playing {
+                    sub: Box::new(sub),
+                    filter: TrackFilter::default(),
+                    _viewer: viewer,
+                };
+            }
+            Err(SubscribeError::NotFound { .. })
+                if self.shard.config.rtmp.play_missing == PlayMissing::Wait =>
+            {
+                let _ = self.conn.accept_play();
+                let wait = Duration::from_millis(self.shard.config.streams.idle_timeout_ms);
+                tracing::debug!(stream = %key, "RTMP viewer waits for the stream to be published");
+                self.role = Role::Waiting {
+                    key: key.clone(),
+                    until: Instant::now() + wait,
+                };
             }
             Err(SubscribeError::NotFound { .. }) => {
-                if self.shard.config.rtmp.play_missing == PlayMissing::Wait {
-                    // Not built yet: waiting for a publisher. Answer as not found.
-                    tracing::debug!(stream = %key, "play of a missing stream (wait mode is not built; answering not found)");
-                }
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
-                let _ = self.conn.reject_play("NetStream.Play.StreamNotFound", &format!("stream '{key}' is not being published"));
+                let _ = self.conn.reject_play(
+                    "NetStream.Play.StreamNotFound",
+                    &format!("stream '{key}' is not being published"),
+                );
             }
             Err(e) => {
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
                 tracing::info!(stream = %key, error = %e, "RTMP viewer refused");
-                let _ = self.conn.reject_play("NetStream.Play.Failed", &e.to_string());
+                let _ = self
+                    .conn
+                    .reject_play("NetStream.Play.Failed", &e.to_string());
+            }
+        }
+    }
+
+    /// A waiting player: attach once the stream exists, or end the play at the deadline.
+    fn retry_waiting(&mut self, key: &StreamKey, until: Instant) {
+        match self.shard.hub.subscribe(key) {
+            Ok(sub) => {
+                tracing::debug!(stream = %key, "the stream a waiting RTMP viewer asked for is live");
+                let viewer = self.shard.hold(|m| &m.rtmp_viewers);
+                self.role = Role::Playing {
+                    sub: Box::new(sub),
+                    filter: TrackFilter::default(),
+                    _viewer: viewer,
+                };
+            }
+            Err(SubscribeError::NotFound { .. }) if Instant::now() < until => {}
+            Err(e) => {
+                tracing::info!(stream = %key, error = %e, "RTMP viewer stopped waiting");
+                self.conn.publish_ended();
+                self.role = Role::Idle;
             }
         }
     }

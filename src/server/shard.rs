@@ -45,8 +45,14 @@ pub struct Shard {
     pub publishers: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<LocalEvent>>>,
     /// Owner-side state of the streams this shard owns (see `server::ingest`).
     /// Blocked HLS playlist requests on this shard, by stream.
-    pub hls_waiters: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<shards::event::Notify>>>,
-    pub owner_streams: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<RefCell<crate::server::ingest::OwnerState>>>>,
+    pub hls_waiters:
+        RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<shards::event::Notify>>>,
+    pub owner_streams: RefCell<
+        std::collections::HashMap<
+            crate::media::StreamKey,
+            Rc<RefCell<crate::server::ingest::OwnerState>>,
+        >,
+    >,
 }
 
 /// A raised gauge (see [`Shard::hold`]).
@@ -68,7 +74,9 @@ thread_local! {
 impl Shard {
     /// The shard running this code. Only valid on a shard thread.
     pub fn current() -> Rc<Shard> {
-        CURRENT.with(|c| c.borrow().clone()).expect("Shard::current is only called from tasks on a shard")
+        CURRENT
+            .with(|c| c.borrow().clone())
+            .expect("Shard::current is only called from tasks on a shard")
     }
 
     pub fn metrics(&self) -> &ShardMetrics {
@@ -78,7 +86,10 @@ impl Shard {
     /// Raise one of this shard's gauges until the returned guard drops.
     pub fn hold(self: &Rc<Self>, gauge: fn(&ShardMetrics) -> &AtomicU64) -> Held {
         gauge(self.metrics()).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Held { shard: Rc::clone(self), gauge }
+        Held {
+            shard: Rc::clone(self),
+            gauge,
+        }
     }
 
     /// Disconnect the publisher of `key` if it is on this shard (API kick).
@@ -113,7 +124,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     shards::preflight::check()?;
     let topo = Topology::detect();
     let cpus = config.server.cores.resolve(&topo.online)?;
-    let signals = shards::block_shutdown_signals().map_err(|e| ServerError::Startup(format!("cannot block signals: {e}")))?;
+    let signals = shards::block_shutdown_signals()
+        .map_err(|e| ServerError::Startup(format!("cannot block signals: {e}")))?;
     let shutdown = Shutdown::default();
     {
         let shutdown = shutdown.clone();
@@ -149,13 +161,21 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let dir = Arc::new(StreamDirectory::new(config.streams.max_publishers as usize));
     let viewers = Arc::new(AtomicU64::new(0));
-    let metrics: Arc<Vec<ShardMetrics>> = Arc::new((0..cpus.len()).map(|_| ShardMetrics::default()).collect());
+    let metrics: Arc<Vec<ShardMetrics>> =
+        Arc::new((0..cpus.len()).map(|_| ShardMetrics::default()).collect());
     let fatal: Arc<Mutex<Vec<String>>> = Arc::default();
     let placement: Vec<Option<usize>> = cpus.iter().copied().map(Some).collect();
     let result = shards::run_shards(&placement, shutdown.clone(), {
         let fatal = Arc::clone(&fatal);
         move |ctx| {
-            shard_main(ctx, Arc::clone(&config), Arc::clone(&dir), Arc::clone(&viewers), Arc::clone(&metrics), Arc::clone(&fatal))
+            shard_main(
+                ctx,
+                Arc::clone(&config),
+                Arc::clone(&dir),
+                Arc::clone(&viewers),
+                Arc::clone(&metrics),
+                Arc::clone(&fatal),
+            )
         }
     });
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -205,7 +225,10 @@ async fn shard_main(
                 if shard.id == 0 {
                     tracing::info!(%addr, protocol = protocol.name(), "listening (every shard, SO_REUSEPORT)");
                 }
-                rt::spawn(Queue::Control, accept_loop(listener, protocol, Rc::clone(&shard)));
+                rt::spawn(
+                    Queue::Control,
+                    accept_loop(listener, protocol, Rc::clone(&shard)),
+                );
             }
             Err(e) => {
                 let msg = format!(
@@ -230,7 +253,11 @@ async fn shard_main(
     }
     let left = shard.metrics().open_connections();
     if left > 0 {
-        tracing::warn!(shard = shard.id, connections = left, "closing connections still open at the shutdown timeout");
+        tracing::warn!(
+            shard = shard.id,
+            connections = left,
+            "closing connections still open at the shutdown timeout"
+        );
     }
     CURRENT.with(|c| c.borrow_mut().take());
 }
@@ -288,5 +315,10 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
 /// Counters are only read from other shards through [`ShardMetrics`]; keep this the one
 /// place that knows the relation between open connections and shutdown.
 pub fn is_stopping() -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().map(|s| s.stopping.is_fired()).unwrap_or(true))
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|s| s.stopping.is_fired())
+            .unwrap_or(true)
+    })
 }

@@ -16,7 +16,11 @@ pub fn free_port() -> u16 {
     static USED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut used = USED.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         if !used.contains(&port) {
             used.push(port);
             return port;
@@ -26,8 +30,11 @@ pub fn free_port() -> u16 {
 
 /// Panics naming the Debian package when a client is missing.
 pub fn require(tool: &str, package: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    });
     found.unwrap_or_else(|| panic!("'{tool}' is not installed: apt-get install {package} (the README's test command does this)"))
 }
 
@@ -63,14 +70,30 @@ impl Server {
             .arg("--config")
             .arg(&config)
             .args(["--cores", cores, "--bind", "127.0.0.1"])
-            .args(["--rtmp-port", &rtmp_port.to_string(), "--http-port", &http_port.to_string()])
-            .env("RUST_LOG", std::env::var("SHARDCAST_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .args([
+                "--rtmp-port",
+                &rtmp_port.to_string(),
+                "--http-port",
+                &http_port.to_string(),
+            ])
+            .env(
+                "RUST_LOG",
+                std::env::var("SHARDCAST_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .current_dir(&dir)
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log).unwrap(),
+            ))
             .spawn()
             .expect("start shardcast");
-        let mut server = Server { child: Some(child), rtmp_port, http_port, dir, log };
+        let mut server = Server {
+            child: Some(child),
+            rtmp_port,
+            http_port,
+            dir,
+            log,
+        };
         server.wait_port(rtmp_port);
         server.wait_port(http_port);
         server
@@ -82,12 +105,22 @@ impl Server {
             if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("shardcast exited at start-up ({status}); log:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "shardcast exited at start-up ({status}); log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("shardcast did not listen on port {port} within 20 s; log:\n{}", self.log());
+        panic!(
+            "shardcast did not listen on port {port} within 20 s; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -95,11 +128,19 @@ impl Server {
     }
 
     pub fn rtmp_url(&self, path: &str) -> String {
-        format!("rtmp://127.0.0.1:{}/{}", self.rtmp_port, path.trim_start_matches('/'))
+        format!(
+            "rtmp://127.0.0.1:{}/{}",
+            self.rtmp_port,
+            path.trim_start_matches('/')
+        )
     }
 
     pub fn http_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.http_port, path.trim_start_matches('/'))
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.http_port,
+            path.trim_start_matches('/')
+        )
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -140,7 +181,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("shardcast did not exit within 15 s of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "shardcast did not exit within 15 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -157,17 +201,29 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
             if std::thread::panicking() {
-                eprintln!("--- shardcast log ({}) ---\n{}", self.log.display(), self.log());
+                eprintln!(
+                    "--- shardcast log ({}) ---\n{}",
+                    self.log.display(),
+                    self.log()
+                );
             }
         }
     }
 }
 
 fn nix_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
-pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
@@ -183,11 +239,21 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str
 
 /// Split a raw response; de-chunks a chunked body.
 pub fn parse_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     (status, head, body)
@@ -196,7 +262,8 @@ pub fn parse_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
 pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         b = &b[eol + 2..];
         if size == 0 || b.len() < size {
             out.extend_from_slice(&b[..size.min(b.len())]);
@@ -233,8 +300,19 @@ pub fn publish_testsrc(url: &str, seconds: u32, gop: u32) -> Child {
         .args(["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", &gop.to_string()])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            &gop.to_string(),
+        ])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "flv", url,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -256,7 +334,16 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// Decode `url` with ffmpeg for `seconds` (`-f null`): returns (frames decoded, stderr).
 pub fn decode(url: &str, seconds: u32) -> (u64, String, Output) {
     let out = ffmpeg()
-        .args(["-loglevel", "error", "-stats_period", "0.5", "-progress", "pipe:1", "-rw_timeout", "10000000"])
+        .args([
+            "-loglevel",
+            "error",
+            "-stats_period",
+            "0.5",
+            "-progress",
+            "pipe:1",
+            "-rw_timeout",
+            "10000000",
+        ])
         .args(["-i", url, "-t", &seconds.to_string(), "-f", "null", "-"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -279,7 +366,9 @@ pub fn path_exists(p: &Path) -> bool {
 
 // ---- A blocking RTMP client over our sans-IO client core -------------------------------
 
-use shardcast::proto::rtmp::{ClientMode, MediaKind, PublishType, RtmpClientConfig, RtmpClientConn, RtmpClientEvent};
+use shardcast::proto::rtmp::{
+    ClientMode, MediaKind, PublishType, RtmpClientConfig, RtmpClientConn, RtmpClientEvent,
+};
 
 /// One received media message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,17 +388,31 @@ pub struct RtmpClient {
 
 impl RtmpClient {
     pub fn connect(port: u16, app: &str, mode: ClientMode) -> RtmpClient {
-        let sock = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect to the RTMP port");
+        let sock =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect to the RTMP port");
         sock.set_nodelay(true).unwrap();
         let tc_url = format!("rtmp://127.0.0.1:{port}/{app}");
         let conn = RtmpClientConn::new(RtmpClientConfig::new(&tc_url, app, mode));
-        let mut c = RtmpClient { sock, conn, statuses: Vec::new(), media: Vec::new(), closed: false };
+        let mut c = RtmpClient {
+            sock,
+            conn,
+            statuses: Vec::new(),
+            media: Vec::new(),
+            closed: false,
+        };
         c.flush();
         c
     }
 
     pub fn publisher(port: u16, app: &str, name: &str) -> RtmpClient {
-        Self::connect(port, app, ClientMode::Publish { name: name.into(), publish_type: PublishType::Live })
+        Self::connect(
+            port,
+            app,
+            ClientMode::Publish {
+                name: name.into(),
+                publish_type: PublishType::Live,
+            },
+        )
     }
 
     pub fn player(port: u16, app: &str, name: &str) -> RtmpClient {
@@ -327,7 +430,15 @@ impl RtmpClient {
                 RtmpClientEvent::Status { code, .. } => self.statuses.push(code),
                 RtmpClientEvent::CallFailed { code, .. } => self.statuses.push(code),
                 RtmpClientEvent::Connected => self.statuses.push("connected".into()),
-                RtmpClientEvent::Media { kind, timestamp_ms, body } => self.media.push(Media { kind, timestamp_ms, body }),
+                RtmpClientEvent::Media {
+                    kind,
+                    timestamp_ms,
+                    body,
+                } => self.media.push(Media {
+                    kind,
+                    timestamp_ms,
+                    body,
+                }),
             }
         }
     }
@@ -341,7 +452,9 @@ impl RtmpClient {
             if left.is_zero() {
                 break;
             }
-            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.sock
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             match self.sock.read(&mut buf) {
                 Ok(0) => self.closed = true,
                 Ok(n) => {
@@ -350,7 +463,14 @@ impl RtmpClient {
                     }
                     self.flush();
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
                 Err(_) => self.closed = true,
             }
         }
@@ -360,13 +480,19 @@ impl RtmpClient {
     pub fn expect_status(&mut self, code: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.statuses.iter().any(|s| s == code) {
-            assert!(Instant::now() < deadline && !self.closed, "no {code}; statuses so far: {:?}", self.statuses);
+            assert!(
+                Instant::now() < deadline && !self.closed,
+                "no {code}; statuses so far: {:?}",
+                self.statuses
+            );
             self.pump(Duration::from_millis(50));
         }
     }
 
     pub fn send(&mut self, kind: MediaKind, timestamp_ms: u32, body: &[u8]) {
-        self.conn.send_media(kind, timestamp_ms, body).expect("publishing");
+        self.conn
+            .send_media(kind, timestamp_ms, body)
+            .expect("publishing");
         self.flush();
     }
 
@@ -393,7 +519,11 @@ pub fn flv_tags(path: &Path) -> Vec<Media> {
             shardcast::proto::flv::TagKind::Video => MediaKind::Video,
             shardcast::proto::flv::TagKind::Script => MediaKind::Data,
         };
-        out.push(Media { kind, timestamp_ms: tag.timestamp_ms, body: tag.body });
+        out.push(Media {
+            kind,
+            timestamp_ms: tag.timestamp_ms,
+            body: tag.body,
+        });
     }
     out
 }

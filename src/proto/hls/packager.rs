@@ -186,8 +186,20 @@ impl<M: Muxer> Packager<M> {
     /// A new stream whose media sequence starts at `first_msn` rather than 0, with no
     /// discontinuity: seeding it from the clock (seconds since the epoch) keeps segment
     /// URLs unique across process restarts and republishes, so immutable caching is safe.
-    pub fn new_at(stream_key: StreamKey, variant: Variant, muxer: M, config: HlsConfig, first_msn: u64) -> Result<Self, HlsError> {
-        let mut p = Self::build(stream_key, variant, muxer, config, Some(ResumePoint::starting_at(first_msn)))?;
+    pub fn new_at(
+        stream_key: StreamKey,
+        variant: Variant,
+        muxer: M,
+        config: HlsConfig,
+        first_msn: u64,
+    ) -> Result<Self, HlsError> {
+        let mut p = Self::build(
+            stream_key,
+            variant,
+            muxer,
+            config,
+            Some(ResumePoint::starting_at(first_msn)),
+        )?;
         p.pending_discontinuity = false;
         p.started_any = false;
         Ok(p)
