@@ -188,3 +188,44 @@ fn viewer_limits_refuse_clearly() {
     );
     let _ = publisher.kill();
 }
+
+#[test]
+fn memlock_too_low_fails_at_start_saying_what_to_set() {
+    // An unprivileged user whose hard RLIMIT_MEMLOCK is below glommio's minimum.
+    let runuser = require("runuser", "util-linux");
+    require("prlimit", "util-linux");
+    let out = Command::new(runuser)
+        .args(["-u", "nobody", "--", "prlimit", "--memlock=65536:65536"])
+        .arg(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["--config", "/dev/null", "--cores", "0"])
+        .args([
+            "--rtmp-port",
+            &free_port().to_string(),
+            "--http-port",
+            &free_port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("RLIMIT_MEMLOCK") && err.contains("LimitMEMLOCK=infinity"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let server = Server::start("ops-json", "[server]\nlog_format = \"json\"\n");
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+    }
+}

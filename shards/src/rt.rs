@@ -216,6 +216,14 @@ pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(io::Error::from)
 }
 
+/// Set SO_SNDBUF on a socket (the kernel doubles it for bookkeeping).
+pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> io::Result<()> {
+    // SAFETY: the fd belongs to `stream`, which outlives this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &bytes)
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+}
+
 /// Detach a socket from this executor so another shard can adopt it with
 /// [`adopt_stream`]: the fd is duplicated and this executor's handle closed.
 pub fn release_stream(stream: TcpStream) -> io::Result<std::os::fd::OwnedFd> {

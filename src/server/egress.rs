@@ -100,6 +100,15 @@ impl Egress {
         None
     }
 
+    /// After a wake-up, wait `batch` for more frames so they go out in one write
+    /// (`streams.write_batch_ms`; fewer syscalls and wake-ups per viewer at scale, at the
+    /// cost of that much latency). No wait when 0.
+    pub async fn batch_delay(batch: Duration) {
+        if !batch.is_zero() {
+            rt::sleep(batch).await;
+        }
+    }
+
     /// Write everything pending; returns the bytes written. Fails if the viewer stops
     /// reading for `stall`.
     pub async fn flush(

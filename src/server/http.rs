@@ -239,6 +239,8 @@ async fn serve_flv(
         let closed = shards::rt::aio::or(
             async {
                 sub.wait().await;
+                Egress::batch_delay(Duration::from_millis(shard.config.streams.write_batch_ms))
+                    .await;
                 false
             },
             async { matches!(stream.read(&mut scratch).await, Ok(0) | Err(_)) },

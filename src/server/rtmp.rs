@@ -211,7 +211,13 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
         let read = async { Some(stream.read(&mut buf).await) };
         let other = async {
             match &s.role {
-                Role::Playing { sub, .. } => sub.wait().await,
+                Role::Playing { sub, .. } => {
+                    sub.wait().await;
+                    Egress::batch_delay(Duration::from_millis(
+                        s.shard.config.streams.write_batch_ms,
+                    ))
+                    .await;
+                }
                 Role::Publishing(ingest) => {
                     let kicked = ingest.kicked();
                     shards::rt::aio::or(kicked.wait(), s.shard.stopping.wait()).await

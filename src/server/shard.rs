@@ -108,7 +108,12 @@ fn hub_config(config: &Config) -> HubConfig {
             slots: s.ring_slots,
             max_bytes: (s.gop_cache_bytes as usize).saturating_mul(4).max(1 << 20),
             gop_budget_bytes: s.gop_cache_bytes as usize,
-            max_lag_skips: s.lag_skips_before_disconnect,
+            // 0 = never disconnect a lagging viewer (it still skips forward).
+            max_lag_skips: if s.lag_skips_before_disconnect == 0 {
+                u32::MAX
+            } else {
+                s.lag_skips_before_disconnect
+            },
             lag_window: Duration::from_millis(s.lag_window_ms),
         },
         reconnect_grace: Duration::from_millis(s.reconnect_grace_ms),
@@ -295,6 +300,9 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(bytes) = shard.config.streams.viewer_send_buffer_bytes {
+            let _ = rt::set_send_buffer(&stream, bytes as usize);
+        }
         let peer = stream.peer_addr().ok();
         let shard = Rc::clone(&shard);
         match protocol {
