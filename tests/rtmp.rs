@@ -257,22 +257,7 @@ impl FlvViewer {
     fn tags(&self) -> Vec<Media> {
         let (status, _, body) = parse_response(&self.raw);
         assert_eq!(status, 200);
-        let mut reader = shardcast::proto::flv::FlvReader::new();
-        reader.push(&body);
-        let mut out = Vec::new();
-        while let Ok(Some(tag)) = reader.poll_tag() {
-            let kind = match tag.kind {
-                shardcast::proto::flv::TagKind::Audio => MediaKind::Audio,
-                shardcast::proto::flv::TagKind::Video => MediaKind::Video,
-                shardcast::proto::flv::TagKind::Script => MediaKind::Data,
-            };
-            out.push(Media {
-                kind,
-                timestamp_ms: tag.timestamp_ms,
-                body: tag.body,
-            });
-        }
-        out
+        flv_tags_in(&body)
     }
 }
 

@@ -9,3 +9,6 @@ pub mod http;
 pub mod mux;
 pub mod rtmp;
 pub mod ts;
+
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -510,10 +510,15 @@ impl RtmpClient {
 /// The tags of an FLV file as (kind, timestamp, body).
 pub fn flv_tags(path: &Path) -> Vec<Media> {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    flv_tags_in(&data)
+}
+
+/// The complete tags of FLV bytes (a file, or an HTTP-FLV body so far).
+pub fn flv_tags_in(data: &[u8]) -> Vec<Media> {
     let mut reader = shardcast::proto::flv::FlvReader::new();
-    reader.push(&data);
+    reader.push(data);
     let mut out = Vec::new();
-    while let Some(tag) = reader.poll_tag().expect("valid FLV") {
+    while let Ok(Some(tag)) = reader.poll_tag() {
         let kind = match tag.kind {
             shardcast::proto::flv::TagKind::Audio => MediaKind::Audio,
             shardcast::proto::flv::TagKind::Video => MediaKind::Video,

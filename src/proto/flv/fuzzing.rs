@@ -65,38 +65,6 @@ fn read(chunks: &[&[u8]]) -> ReadOutcome {
     (tags, None)
 }
 
-/// Calls `check` on `rounds` random mutations (bit flips, byte changes, cuts,
-/// duplications) of `seed`: a cheap stand-in for the fuzzer that runs with `cargo test`.
-#[cfg(test)]
-pub(crate) fn for_each_mutation(seed: &[u8], rounds: usize, mut check: impl FnMut(&[u8])) {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed.len() as u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for _ in 0..rounds {
-        let mut data = seed.to_vec();
-        for _ in 0..1 + next() % 4 {
-            let len = data.len().max(1) as u64;
-            let at = (next() % len) as usize;
-            match next() % 5 {
-                0 if !data.is_empty() => data[at] ^= 1 << (next() % 8),
-                1 if !data.is_empty() => data[at] = next() as u8,
-                2 => data.truncate(at),
-                3 if !data.is_empty() => {
-                    let end = (at + 1 + (next() % 16) as usize).min(data.len());
-                    let copy = data[at..end].to_vec();
-                    data.splice(at..at, copy);
-                }
-                _ => data.insert(at.min(data.len()), next() as u8),
-            }
-        }
-        check(&data);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +104,7 @@ mod tests {
     #[test]
     fn mutated_seeds_never_break_the_round_trip() {
         for (_, seed) in seeds("flv_tag") {
-            for_each_mutation(&seed, 2_000, flv_tag);
+            crate::proto::testkit::for_each_mutation(&seed, 2_000, flv_tag);
         }
     }
 
@@ -149,7 +117,7 @@ mod tests {
         .unwrap();
         let mut seed = vec![0x01, 0x00];
         seed.extend_from_slice(&file[..600]);
-        for_each_mutation(&seed, 3_000, flv_reader);
+        crate::proto::testkit::for_each_mutation(&seed, 3_000, flv_reader);
     }
 
     #[test]

@@ -44,19 +44,7 @@ mod tests {
         for name in ["h264_aac.mp4", "h265.mp4", "av1.mp4", "vp9.mp4"] {
             let data = std::fs::read(testdata(&format!("golden/fmp4/{name}"))).unwrap();
             fmp4_reader(&data);
-            let mut state = 0x2545_f491u32;
-            for i in 0..200 {
-                let mut m = data.clone();
-                for _ in 0..4 {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    let at = state as usize % m.len();
-                    m[at] ^= (state >> 24) as u8 | 1;
-                }
-                fmp4_reader(&m);
-                fmp4_reader(&m[..(i * 991) % m.len()]);
-            }
+            crate::proto::testkit::for_each_mutation(&data, 400, fmp4_reader);
         }
     }
 
@@ -91,17 +79,6 @@ mod tests {
         let mut chunks = 0;
         drive_muxer(&mut mux, &seed, |_| chunks += 1);
         assert_eq!(chunks, 6, "3 init segments and 3 fragments");
-        let mut state = 0x8765_4321u32;
-        for _ in 0..300 {
-            let mut m = seed.clone();
-            for _ in 0..4 {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                let at = state as usize % m.len();
-                m[at] = (state >> 24) as u8;
-            }
-            fmp4_mux(&m);
-        }
+        crate::proto::testkit::for_each_mutation(&seed, 300, fmp4_mux);
     }
 }

@@ -105,19 +105,7 @@ mod tests {
         for name in ["h264_aac.ts", "h265.ts", "mp3.ts"] {
             let data = std::fs::read(testdata(&format!("golden/ts/{name}"))).unwrap();
             ts_reader(&data);
-            let mut state = 0x9e37_79b9u32;
-            for i in 0..200 {
-                let mut m = data.clone();
-                for _ in 0..8 {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    let at = state as usize % m.len();
-                    m[at] ^= (state >> 24) as u8 | 1;
-                }
-                ts_reader(&m);
-                ts_reader(&m[..(i * 997) % m.len()]);
-            }
+            crate::proto::testkit::for_each_mutation(&data, 400, ts_reader);
         }
     }
 
@@ -154,17 +142,6 @@ mod tests {
         let ts = reader::read(&all).unwrap();
         assert_eq!(ts.pes_of(crate::proto::ts::muxer::VIDEO_PID).count(), 40);
         assert!(ts.pes_of(crate::proto::ts::muxer::AUDIO_PID).count() > 0);
-        let mut state = 0x1234_5678u32;
-        for _ in 0..300 {
-            let mut m = seed.clone();
-            for _ in 0..4 {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                let at = state as usize % m.len();
-                m[at] = (state >> 24) as u8;
-            }
-            ts_mux(&m);
-        }
+        crate::proto::testkit::for_each_mutation(&seed, 300, ts_mux);
     }
 }
