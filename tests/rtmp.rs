@@ -132,6 +132,12 @@ fn publisher_reconnect_within_grace_keeps_viewers() {
     wait_live(&server, "live/re");
     let viewer_url = server.http_url("live/re.flv");
     let viewer = std::thread::spawn(move || decode(&viewer_url, 10));
+    let rtmp_port = server.rtmp_port;
+    let timestamps = std::thread::spawn(move || {
+        let mut v = RtmpClient::player(rtmp_port, "live", "re");
+        v.pump(Duration::from_secs(10));
+        v.media.iter().filter(|m| m.kind != MediaKind::Data).map(|m| (m.kind, m.timestamp_ms)).collect::<Vec<_>>()
+    });
     let _ = first.wait();
     // Two reconnects: each lands on whichever shard the kernel picks, so across the
     // runs both the same-shard resume and the hand-over to the owner shard are used.
@@ -149,6 +155,13 @@ fn publisher_reconnect_within_grace_keeps_viewers() {
     let (_, _, body) = server.get("/api/streams/live/re");
     let json = String::from_utf8_lossy(&body);
     assert!(json.contains("\"publisher_resumes\": 2"), "{json}");
+    // Each track's timestamps stay monotonic for the viewer across both reconnects.
+    let ts = timestamps.join().unwrap();
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        let track: Vec<u32> = ts.iter().filter(|(k, _)| *k == kind).map(|(_, t)| *t).collect();
+        assert!(track.len() > 150, "{kind:?}: {} messages", track.len());
+        assert!(track.windows(2).all(|w| w[0] <= w[1]), "{kind:?} timestamps go backwards: {track:?}");
+    }
     third.kill().unwrap();
 }
 

@@ -56,8 +56,13 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
             if shard.stopping.is_fired() {
                 return;
             }
-            let read = rt::timeout(IDLE_TIMEOUT, stream.read(&mut scratch)).await;
-            match read {
+            // An idle keep-alive connection also ends when the shard stops accepting.
+            let read = async { rt::timeout(IDLE_TIMEOUT, stream.read(&mut scratch)).await };
+            let stop = async {
+                shard.stopping.wait().await;
+                None
+            };
+            match shards::rt::aio::or(read, stop).await {
                 Some(Ok(0)) | None | Some(Err(_)) => return,
                 Some(Ok(n)) => {
                     ShardMetrics::add(&shard.metrics().bytes_in, n as u64);
