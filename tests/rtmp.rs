@@ -136,7 +136,11 @@ fn publisher_reconnect_within_grace_keeps_viewers() {
     let timestamps = std::thread::spawn(move || {
         let mut v = RtmpClient::player(rtmp_port, "live", "re");
         v.pump(Duration::from_secs(10));
-        v.media.iter().filter(|m| m.kind != MediaKind::Data).map(|m| (m.kind, m.timestamp_ms)).collect::<Vec<_>>()
+        v.media
+            .iter()
+            .filter(|m| m.kind != MediaKind::Data)
+            .map(|m| (m.kind, m.timestamp_ms))
+            .collect::<Vec<_>>()
     });
     let _ = first.wait();
     // Two reconnects: each lands on whichever shard the kernel picks, so across the
@@ -158,9 +162,16 @@ fn publisher_reconnect_within_grace_keeps_viewers() {
     // Each track's timestamps stay monotonic for the viewer across both reconnects.
     let ts = timestamps.join().unwrap();
     for kind in [MediaKind::Audio, MediaKind::Video] {
-        let track: Vec<u32> = ts.iter().filter(|(k, _)| *k == kind).map(|(_, t)| *t).collect();
+        let track: Vec<u32> = ts
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, t)| *t)
+            .collect();
         assert!(track.len() > 150, "{kind:?}: {} messages", track.len());
-        assert!(track.windows(2).all(|w| w[0] <= w[1]), "{kind:?} timestamps go backwards: {track:?}");
+        assert!(
+            track.windows(2).all(|w| w[0] <= w[1]),
+            "{kind:?} timestamps go backwards: {track:?}"
+        );
     }
     third.kill().unwrap();
 }

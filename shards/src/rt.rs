@@ -129,6 +129,25 @@ where
     }
 }
 
+/// Spawn a task whose panic (a bug) ends only that task: the panic is caught, and
+/// `on_panic` gets its message. A panic that reached glommio could abort the process.
+pub fn spawn_contained<F>(q: Queue, fut: F, on_panic: impl FnOnce(String) + 'static)
+where
+    F: Future<Output = ()> + 'static,
+{
+    use futures_lite::FutureExt;
+    spawn(q, async move {
+        if let Err(payload) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            on_panic(msg);
+        }
+    });
+}
+
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await
 }

@@ -50,13 +50,19 @@ pub fn maybe_start(shard: &Rc<Shard>, key: &StreamKey, ring: &Rc<Ring<Frame>>) {
     }
     let sub = ring.subscribe();
     let (shard, key) = (Rc::clone(shard), key.clone());
-    rt::spawn(Queue::Media, async move {
-        let mut recorder = Recorder::new(&shard, &key);
-        if let Err(e) = recorder.run(sub).await {
-            ShardMetrics::add(&shard.metrics().recording_errors, 1);
-            tracing::error!(stream = %key, "{e}; the recording stopped, the stream goes on");
-        }
-    });
+    let k = key.clone();
+    let on_panic = move |msg: String| tracing::error!(stream = %k, "bug: recorder panicked: {msg}; the recording stopped");
+    rt::spawn_contained(
+        Queue::Media,
+        async move {
+            let mut recorder = Recorder::new(&shard, &key);
+            if let Err(e) = recorder.run(sub).await {
+                ShardMetrics::add(&shard.metrics().recording_errors, 1);
+                tracing::error!(stream = %key, "{e}; the recording stopped, the stream goes on");
+            }
+        },
+        on_panic,
+    );
 }
 
 /// What a file needs to start: the configs and metadata in force.

@@ -104,26 +104,33 @@ struct Handover {
 
 fn adopt(h: Handover) {
     let shard = Shard::current();
-    rt::spawn(Queue::Media, async move {
-        ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
-        let _open = shard.hold(|m| &m.open);
-        let stream = rt::adopt_stream(h.fd);
-        let mut session = Session {
-            shard: Rc::clone(&shard),
-            peer: h.peer,
-            conn: h.conn,
-            role: Role::Idle,
-            out: Egress::default(),
-            app: h.app,
-        };
-        match session.start_publish(&h.key) {
-            Ok(None) => run(stream, session, Vec::new()).await,
-            Ok(Some(_)) | Err(()) => {
-                let mut stream = stream;
-                let _ = session.out.flush(&mut stream, WRITE_STALL).await;
+    let peer = h.peer;
+    let on_panic =
+        move |msg: String| tracing::error!(?peer, "bug: adopted publisher task panicked: {msg}");
+    rt::spawn_contained(
+        Queue::Media,
+        async move {
+            ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
+            let _open = shard.hold(|m| &m.open);
+            let stream = rt::adopt_stream(h.fd);
+            let mut session = Session {
+                shard: Rc::clone(&shard),
+                peer: h.peer,
+                conn: h.conn,
+                role: Role::Idle,
+                out: Egress::default(),
+                app: h.app,
+            };
+            match session.start_publish(&h.key) {
+                Ok(None) => run(stream, session, Vec::new()).await,
+                Ok(Some(_)) | Err(()) => {
+                    let mut stream = stream;
+                    let _ = session.out.flush(&mut stream, WRITE_STALL).await;
+                }
             }
-        }
-    });
+        },
+        on_panic,
+    );
 }
 
 async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {

@@ -305,17 +305,34 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
         }
         let peer = stream.peer_addr().ok();
         let shard = Rc::clone(&shard);
+        let counter = shard.id;
+        let on_panic = move |msg: String| {
+            tracing::error!(
+                shard = counter,
+                ?peer,
+                protocol = protocol.name(),
+                "bug: connection task panicked: {msg}; only this connection was closed"
+            );
+        };
         match protocol {
-            Protocol::Rtmp => rt::spawn(Queue::Media, async move {
-                ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
-                let _open = shard.hold(|m| &m.open);
-                crate::server::rtmp::serve(stream, peer, Rc::clone(&shard)).await;
-            }),
-            Protocol::Http => rt::spawn(Queue::Media, async move {
-                ShardMetrics::add(&shard.metrics().http_connections, 1);
-                let _open = shard.hold(|m| &m.open);
-                crate::server::http::serve(stream, peer, Rc::clone(&shard)).await;
-            }),
+            Protocol::Rtmp => rt::spawn_contained(
+                Queue::Media,
+                async move {
+                    ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
+                    let _open = shard.hold(|m| &m.open);
+                    crate::server::rtmp::serve(stream, peer, Rc::clone(&shard)).await;
+                },
+                on_panic,
+            ),
+            Protocol::Http => rt::spawn_contained(
+                Queue::Media,
+                async move {
+                    ShardMetrics::add(&shard.metrics().http_connections, 1);
+                    let _open = shard.hold(|m| &m.open);
+                    crate::server::http::serve(stream, peer, Rc::clone(&shard)).await;
+                },
+                on_panic,
+            ),
         }
     }
 }
