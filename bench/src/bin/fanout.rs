@@ -93,7 +93,7 @@ fn frame(n: u64, pool: &[Bytes]) -> Frame {
         payload: pool[n as usize % pool.len()].clone(),
         // 30 fps timestamps; wraps like FLV's 32-bit milliseconds.
         dts_ms: (n * 33) as u32,
-        keyframe: n % KEYFRAME_EVERY == 0,
+        keyframe: n.is_multiple_of(KEYFRAME_EVERY),
     }
 }
 
@@ -343,7 +343,7 @@ fn run_tasks(viewers: usize, run_for: Duration, pace: Pace) -> Row {
         // Let every viewer run once and park in wait().
         yield_now().await;
         let mut n = 0;
-        let mut push_round = |n: &mut u64, burst: u64| {
+        let push_round = |n: &mut u64, burst: u64| {
             for _ in 0..burst {
                 ring.push(frame(*n, &pool));
                 *n += 1;
@@ -420,6 +420,34 @@ fn run_tasks(viewers: usize, run_for: Duration, pace: Pace) -> Row {
         .unwrap_or_else(|_| panic!("the benchmark shard panicked (see above)"))
 }
 
+/// Run `f` on its own thread and give up on the whole benchmark if it takes longer than
+/// `limit`: glommio 0.9 executors were seen to park for good with work pending (both
+/// shards asleep in io_uring_enter until a debugger attached), and a benchmark must
+/// stop by itself.
+fn with_deadline<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let runner = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = runner.join();
+            v
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!("{what}: no result after {limit:?}: a shard hung (glommio lost wake-up?); giving up");
+            std::process::exit(3);
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{what}: the benchmark thread panicked (see above)")
+        }
+    }
+}
+
 struct Args {
     run_for: Duration,
     viewers: Vec<usize>,
@@ -464,6 +492,14 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+fn tasks_with_deadline(viewers: usize, run_for: Duration, pace: Pace) -> Row {
+    with_deadline(
+        run_for + Duration::from_secs(30),
+        "fanout tasks",
+        move || run_tasks(viewers, run_for, pace),
+    )
+}
+
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("fanout: {e}\nusage: fanout [--secs S] [--viewers 1,100,10000] [--mode ring|tasks|paced|all]");
@@ -471,7 +507,7 @@ fn main() {
     });
     let wants = |m: &str| args.mode == "all" || args.mode == m;
     println!("{}", Row::header());
-    let mut report = |row: Row| {
+    let report = |row: Row| {
         row.check();
         println!("{}", row.markdown());
     };
@@ -483,13 +519,13 @@ fn main() {
     for burst in [1, 8] {
         for &v in &args.viewers {
             if wants("tasks") {
-                report(run_tasks(v, args.run_for, Pace::Flat { burst }));
+                report(tasks_with_deadline(v, args.run_for, Pace::Flat { burst }));
             }
         }
     }
     for &v in &args.viewers {
         if wants("paced") {
-            report(run_tasks(v, args.run_for, Pace::Fps(PACED_FPS)));
+            report(tasks_with_deadline(v, args.run_for, Pace::Fps(PACED_FPS)));
         }
     }
 }

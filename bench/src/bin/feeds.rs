@@ -2,8 +2,8 @@
 //!
 //! Two pinned shards (CPUs 0 and 1) run `shards::hub::Hub`. Shard 0 publishes one
 //! stream; shard 1 has one subscriber, so every item goes: publisher push → owner ring
-//! + batch for shard 1 → SPSC channel → mirror ring on shard 1 → subscriber. That is
-//! the whole per-item path of a remote viewer except its socket write.
+//! and batch for shard 1 → SPSC channel → mirror ring on shard 1 → subscriber. That
+//! is the whole per-item path of a remote viewer except its socket write.
 //!
 //! - Throughput: items per second through the one feed, and each shard's thread CPU
 //!   per item (`getrusage(RUSAGE_THREAD)`; includes spinning before parking). At `max`
@@ -67,7 +67,7 @@ struct Stamped {
 
 impl RingItem for Stamped {
     fn is_keyframe(&self) -> bool {
-        self.kind != Kind::Config && self.n % KEYFRAME_EVERY == 0
+        self.kind != Kind::Config && self.n.is_multiple_of(KEYFRAME_EVERY)
     }
     fn config_slot(&self) -> Option<usize> {
         (self.kind == Kind::Config).then_some(0)
@@ -214,7 +214,7 @@ async fn publish_side(
         }
         Load::Max { window } => loop {
             for _ in 0..ACK_EVERY {
-                let sent_ns = if n % STAMP_EVERY == 0 {
+                let sent_ns = if n.is_multiple_of(STAMP_EVERY) {
                     shared.now_ns()
                 } else {
                     0
@@ -269,7 +269,7 @@ async fn subscribe_side(hub: Rc<BenchHub>, shared: Arc<Shared>) -> ReceiverSide 
                     if item.sent_ns != 0 {
                         latency_ns.saturating_record(now.saturating_sub(item.sent_ns).max(1));
                     }
-                    if items % ACK_EVERY == 0 {
+                    if items.is_multiple_of(ACK_EVERY) {
                         shared.received.store(items, Ordering::Release);
                     }
                 }
@@ -342,6 +342,34 @@ fn run(spec: &Spec, run_for: Duration) -> (SenderSide, ReceiverSide) {
         sender.expect("shard 0 reports before it exits"),
         receiver.expect("shard 1 reports before it exits"),
     )
+}
+
+/// Run `f` on its own thread and give up on the whole benchmark if it takes longer than
+/// `limit`: glommio 0.9 executors were seen to park for good with work pending (both
+/// shards asleep in io_uring_enter until a debugger attached), and a benchmark must
+/// stop by itself.
+fn with_deadline<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let runner = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = runner.join();
+            v
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!("{what}: no result after {limit:?}: a shard hung (glommio lost wake-up?); giving up");
+            std::process::exit(3);
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{what}: the benchmark thread panicked (see above)")
+        }
+    }
 }
 
 fn header() -> &'static str {
@@ -427,7 +455,12 @@ fn main() {
             batch_items,
             load,
         };
-        let (s, r) = run(&spec, run_for);
+        let (s, r) = {
+            let spec = spec.clone();
+            with_deadline(run_for + Duration::from_secs(30), "feeds", move || {
+                run(&spec, run_for)
+            })
+        };
         println!("{}", row(&spec, &s, &r));
     }
 }
