@@ -18,7 +18,8 @@ target=${CARGO_TARGET_DIR:-$root/target}
 bin_dir="$target/release"
 shown_bin=${bin_dir#"$root"/}
 build_log=$(mktemp)
-trap 'rm -f "$build_log"' EXIT
+failed=$(mktemp -u)
+trap 'rm -f "$build_log" "$failed"' EXIT
 
 build_how="cargo build --release -p shardcast-bench --bin fanout --bin feeds"
 if ! cargo build --release -p shardcast-bench --bin fanout --bin feeds >"$build_log" 2>&1; then
@@ -72,13 +73,14 @@ out="bench/out/micro-$commit.md"
     echo "- rustc: $(rustc --version)"
     echo "- build: \`$build_how\`"
     echo
-    echo "#### fanout: \`$shown_bin/fanout --secs $secs\`"
-    echo
-    "$bin_dir/fanout" --secs "$secs"
-    echo
-    echo "#### feeds: \`$shown_bin/feeds --secs $secs\`"
-    echo
-    "$bin_dir/feeds" --secs "$secs"
+    for bench in fanout feeds; do
+        echo "#### $bench: \`$shown_bin/$bench --secs $secs\`"
+        echo
+        # A run that hangs gives up by itself (exit 3); say so and go on to the next.
+        "$bin_dir/$bench" --secs "$secs" || { rc=$?; echo; echo "**$bench failed with exit status $rc** (see stderr)"; touch "$failed"; }
+        echo
+    done
 } | tee "$out"
 echo >&2
 echo "written to $out" >&2
+if [ -e "$failed" ]; then exit 1; fi
