@@ -65,9 +65,11 @@ where
     std::thread::Builder::new().name(name.clone()).spawn(move || {
         let ex = LocalExecutorBuilder::new(placement)
             .name(&name)
-            // Sleeping costs a ~25-30 µs wake-up (DESIGN.md); a short spin cuts cross-shard
-            // latency under load for little CPU.
-            .spin_before_park(Duration::from_micros(50))
+            // Sleeping costs a ~25-30 µs wake-up (DESIGN.md); a short spin avoids some of
+            // them under load. 50 µs cost up to 10% of a core at 1,000 frames/s with one
+            // viewer (bench/RESULTS.md, runtime micro-benchmarks); 10 µs keeps most of the
+            // benefit.
+            .spin_before_park(Duration::from_micros(10))
             .preempt_timer(Duration::from_millis(5))
             .make()
             .unwrap_or_else(|e| panic!("cannot start executor {name}: {e} (preflight checks should have caught this)"));
