@@ -42,7 +42,9 @@ const page = `<!doctype html>
 </body></html>`;
 const hlsJs = readFileSync(hlsPath);
 const server = createServer((req, res) => {
-  if (req.url === "/") {
+  if (req.url === "/favicon.ico") {
+    res.writeHead(204).end();
+  } else if (req.url === "/") {
     res.writeHead(200, { "content-type": "text/html" }).end(page);
   } else if (req.url === "/hls.min.js") {
     res.writeHead(200, { "content-type": "text/javascript" }).end(hlsJs);
