@@ -106,7 +106,7 @@ fn assert_clean_decode(
 
 #[test]
 fn ffmpeg_and_ffprobe_read_ts_hls_and_ll_hls_with_audio_and_video_in_the_first_segment() {
-    let (server, mut publisher) = publishing("hls-basic", "", 25, 3);
+    let (server, publisher) = publishing("hls-basic", "", 25, 3);
 
     for path in ["live/x.m3u8", "live/x/index.m3u8"] {
         let (codecs, stderr) = probe_codecs(&server.http_url(path));
@@ -199,6 +199,25 @@ fn ffmpeg_and_ffprobe_read_ts_hls_and_ll_hls_with_audio_and_video_in_the_first_s
         "continuity errors across segments: {:?}",
         all.cc_errors
     );
+    // No frame lost or repeated at a segment boundary: 25 fps with millisecond RTMP
+    // timestamps is exactly 40 ms = 3600 ticks of 90 kHz between access units.
+    let dts: Vec<u64> = all
+        .pes_of(video)
+        .map(|p| p.dts.or(p.pts).expect("video PES has a timestamp"))
+        .collect();
+    assert!(
+        dts.len() >= 3 * 45,
+        "{} video PES in {} segments",
+        dts.len(),
+        uris.len()
+    );
+    if let Some(bad) = dts.windows(2).position(|w| w[1].wrapping_sub(w[0]) != 3600) {
+        panic!(
+            "video DTS step {} -> {} at access unit {bad} (expected 3600)",
+            dts[bad],
+            dts[bad + 1]
+        );
+    }
 
     // The first LL-HLS segment with its init segment: both tracks, keyframe first.
     let playlist = media_playlist(&server, LL_PLAYLIST);
@@ -256,7 +275,7 @@ fn ffmpeg_and_ffprobe_read_ts_hls_and_ll_hls_with_audio_and_video_in_the_first_s
         "samples lie inside the mdat"
     );
 
-    publisher.kill().unwrap();
+    end_process(publisher);
 }
 
 /// The last part the playlist lists, and whether its segment is complete.
@@ -290,12 +309,15 @@ fn lists_part(p: &MediaPlaylist, (msn, part): (u64, u32)) -> bool {
         .any(|x| uri_numbers(&x.uri) == (msn, Some(part)))
 }
 
+/// A part, `(msn, part)`, and when a plain playlist poll first listed it.
+type FirstSeen = ((u64, u32), Instant);
+
 #[test]
 fn ll_hls_blocking_reload_returns_as_soon_as_the_next_part_exists() {
-    let (server, mut publisher) = publishing("hls-blocking", "", 25, 2);
+    let (server, publisher) = publishing("hls-blocking", "", 25, 2);
 
     // A poller that notes when a plain (non-blocking) playlist first lists each part.
-    let seen: Arc<Mutex<Vec<((u64, u32), Instant)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<FirstSeen>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (seen, stop, addr) = (Arc::clone(&seen), Arc::clone(&stop), server.http_addr());
@@ -419,6 +441,7 @@ fn ll_hls_blocking_reload_returns_as_soon_as_the_next_part_exists() {
         checked >= 1,
         "no complete segment with all its parts listed:\n{p:?}"
     );
+    assert_segments_are_their_parts_and_continuous(&server, &p);
 
     // Too far ahead: 400 at once, not a wait.
     let open = next_part(&p).0;
@@ -436,12 +459,73 @@ fn ll_hls_blocking_reload_returns_as_soon_as_the_next_part_exists() {
             asked.elapsed()
         );
     }
-    publisher.kill().unwrap();
+    end_process(publisher);
+}
+
+/// What LL-HLS players rely on when they switch between parts and segments: a complete
+/// segment's bytes are its parts' bytes in order, and each track's decode time carries
+/// on from one segment to the next (tfdt = previous tfdt + sample durations).
+fn assert_segments_are_their_parts_and_continuous(server: &Server, p: &MediaPlaylist) {
+    let mut next_tfdt: Option<Vec<(u32, u64)>> = None;
+    for s in p.segments.iter() {
+        let Some(complete) = &s.complete else {
+            continue;
+        };
+        let segment = get_ok(server, &format!("/live/x/{}", complete.uri)).1;
+        if s.parts
+            .first()
+            .is_some_and(|x| uri_numbers(&x.uri).1 == Some(0))
+        {
+            let mut joined = Vec::new();
+            for part in &s.parts {
+                joined.extend_from_slice(&get_ok(server, &format!("/live/x/{}", part.uri)).1);
+            }
+            assert!(
+                joined == segment,
+                "{}: the segment is not its parts concatenated",
+                complete.uri
+            );
+        }
+        let file = mp4::parse(&segment).unwrap_or_else(|e| panic!("{}: {e}", complete.uri));
+        let mut tracks: Vec<(u32, u64, u64)> = Vec::new(); // (track, first tfdt, duration)
+        for traf in file.fragments.iter().flat_map(|f| &f.trafs) {
+            let tfdt = traf.base_media_decode_time.expect("every traf has a tfdt");
+            match tracks.iter_mut().find(|t| t.0 == traf.track_id) {
+                Some(t) => {
+                    assert_eq!(
+                        tfdt,
+                        t.1 + t.2,
+                        "{}: track {} fragments are not contiguous",
+                        complete.uri,
+                        t.0
+                    );
+                    t.2 += traf.duration();
+                }
+                None => tracks.push((traf.track_id, tfdt, traf.duration())),
+            }
+        }
+        tracks.sort_unstable();
+        assert_eq!(
+            tracks.len(),
+            2,
+            "{}: audio and video in every segment",
+            complete.uri
+        );
+        if let Some(expected) = &next_tfdt {
+            let starts: Vec<(u32, u64)> = tracks.iter().map(|t| (t.0, t.1)).collect();
+            assert_eq!(
+                &starts, expected,
+                "{}: decode times do not continue the previous segment",
+                complete.uri
+            );
+        }
+        next_tfdt = Some(tracks.iter().map(|t| (t.0, t.1 + t.2)).collect());
+    }
 }
 
 #[test]
 fn hls_http_headers_cache_control_cors_head_and_errors() {
-    let (server, mut publisher) = publishing("hls-http", "", 20, 1);
+    let (server, publisher) = publishing("hls-http", "", 20, 1);
     let ts = media_playlist(&server, TS_PLAYLIST);
     let ll = media_playlist(&server, LL_PLAYLIST);
     let ts_segment = format!("/live/x/{}", ts.segments[0].complete.as_ref().unwrap().uri);
@@ -588,7 +672,7 @@ fn hls_http_headers_cache_control_cors_head_and_errors() {
         header(&head, "access-control-allow-methods").is_some_and(|m| m.contains("GET")),
         "preflight: {head}"
     );
-    publisher.kill().unwrap();
+    end_process(publisher);
 }
 
 #[test]
@@ -631,7 +715,7 @@ fn media_sequence_continues_across_a_publisher_reconnect_with_a_discontinuity() 
         .collect();
     let reconnect_at = history.len();
     std::thread::sleep(Duration::from_millis(500));
-    let mut second = publish_testsrc(&url, 12, 25);
+    let second = publish_testsrc(&url, 12, 25);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut found = [false, false];
     while found.iter().any(|f| !f) {
@@ -716,7 +800,7 @@ fn media_sequence_continues_across_a_publisher_reconnect_with_a_discontinuity() 
         decode(&server.http_url("live/x.m3u8"), 2),
         40,
     );
-    second.kill().unwrap();
+    end_process(second);
 }
 
 /// hls.js (lowLatencyMode) in headless Chromium plays the LL-HLS stream: the video clock
@@ -732,7 +816,7 @@ fn hls_js_plays_ll_hls_in_headless_chromium_with_low_latency() {
             && browser_dir.join("node_modules/playwright-core").is_dir(),
         "tests/browser/node_modules is missing: run `npm ci` in tests/browser (tests/run.sh does)"
     );
-    let (server, mut publisher) = publishing("hls-browser", "", 30, 2);
+    let (server, publisher) = publishing("hls-browser", "", 30, 2);
     let watch_s = 6.0;
     let out = Command::new("node")
         .arg(browser_dir.join("play.mjs"))
@@ -799,5 +883,5 @@ fn hls_js_plays_ll_hls_in_headless_chromium_with_low_latency() {
         pdt_latency < 4.0 && pdt_latency > 0.0,
         "program-date-time latency {pdt_latency:.2} s: {r}"
     );
-    publisher.kill().unwrap();
+    end_process(publisher);
 }

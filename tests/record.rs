@@ -127,7 +127,7 @@ fn survives_kill_9(format: &str) {
         &record_config(format, "recordings"),
     );
     let dir = server.dir.join("recordings");
-    let mut publisher = publish_testsrc(&server.rtmp_url("live/crash"), 30, 25);
+    let publisher = publish_testsrc(&server.rtmp_url("live/crash"), 30, 25);
     wait_publishing(&server, "live/crash");
     let started = Instant::now();
     let path = the_recording(&server, &dir);
@@ -135,8 +135,7 @@ fn survives_kill_9(format: &str) {
     let recorded_s = started.elapsed().as_secs_f64();
     let status = server.kill_hard();
     assert!(!status.success(), "the server died of SIGKILL: {status}");
-    publisher.kill().unwrap();
-    let _ = publisher.wait();
+    end_process(publisher);
 
     let (duration, stderr) = probe_duration(&path);
     let duration = duration.unwrap_or_else(|| {
@@ -182,7 +181,7 @@ fn unwritable_directory_is_logged_and_counted_and_viewers_are_unaffected() {
         "record-unwritable",
         &record_config("flv", dir.to_str().unwrap()),
     );
-    let mut publisher = publish_testsrc(&server.rtmp_url("live/safe"), 20, 25);
+    let publisher = publish_testsrc(&server.rtmp_url("live/safe"), 20, 25);
     wait_publishing(&server, "live/safe");
 
     wait_for(
@@ -227,6 +226,6 @@ fn unwritable_directory_is_logged_and_counted_and_viewers_are_unaffected() {
     );
     // One error per recording attempt, not one per frame.
     assert_eq!(server.metric("shardcast_recording_errors_total"), 1.0);
-    publisher.kill().unwrap();
+    end_process(publisher);
     let _ = std::fs::remove_dir_all(&base);
 }

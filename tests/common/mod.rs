@@ -546,3 +546,9 @@ pub fn probe_video_span(path: &Path) -> f64 {
     );
     end - first
 }
+
+/// Stop a client process (a publisher that outlived its use) and reap it.
+pub fn end_process(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
