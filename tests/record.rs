@@ -229,3 +229,63 @@ fn unwritable_directory_is_logged_and_counted_and_viewers_are_unaffected() {
     end_process(publisher);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// SIGTERM while recording: the server closes the file before it exits (the last fMP4
+/// fragment is written only at close), so nothing published before the signal is lost —
+/// with the publisher still sending, and within the reconnect grace after it left, when
+/// no connection is left to hold the shutdown open.
+fn sigterm_closes_the_recording(publisher_left: bool) {
+    let name = if publisher_left {
+        "record-sigterm-grace"
+    } else {
+        "record-sigterm"
+    };
+    let config = record_config("fmp4", "recordings")
+        .replace("reconnect_grace_ms = 500", "reconnect_grace_ms = 10000");
+    let server = Server::start(name, &config);
+    let dir = server.dir.join("recordings");
+    // 5.5 s: mid-GOP, so the open fragment holds half a second the file lacks until
+    // the recording is closed.
+    let published_ms = 5500;
+    let mut publisher = publish_testsrc(&server.rtmp_url("live/term"), 30, 25);
+    wait_publishing(&server, "live/term");
+    let started = Instant::now();
+    let path = the_recording(&server, &dir);
+    std::thread::sleep(Duration::from_millis(published_ms).saturating_sub(started.elapsed()));
+    let recorded_s = started.elapsed().as_secs_f64();
+    if publisher_left {
+        // The publisher drops (as on a network failure); the stream waits for it.
+        publisher.kill().unwrap();
+        wait_for("the publisher to leave", Duration::from_secs(5), || {
+            server.log_contains("publisher left")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log_dir = server.dir.clone();
+    assert!(server.stop().success(), "clean exit on SIGTERM");
+    end_process(publisher);
+    let log = std::fs::read_to_string(log_dir.join("server.log")).unwrap();
+    assert!(
+        log.contains("recording closed"),
+        "the recording was not closed at shutdown:\n{log}"
+    );
+    let (duration, stderr) = probe_duration(&path);
+    let duration =
+        duration.unwrap_or_else(|| panic!("no duration in {}: {stderr}", path.display()));
+    assert!(
+        (duration - recorded_s).abs() <= 0.5,
+        "{} lasts {duration:.2} s; {recorded_s:.2} s were published before SIGTERM",
+        path.display()
+    );
+    assert_plays(&path, ((recorded_s - 0.5) * 25.0) as u64);
+}
+
+#[test]
+fn sigterm_closes_the_recording_of_a_live_publisher() {
+    sigterm_closes_the_recording(false);
+}
+
+#[test]
+fn sigterm_within_the_reconnect_grace_closes_the_recording() {
+    sigterm_closes_the_recording(true);
+}

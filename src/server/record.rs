@@ -9,8 +9,9 @@
 //! Everything written so far is handed to the kernel every time the recorder waits for
 //! the next frame, so a `kill -9` of the server leaves a file that plays up to the last
 //! complete tag or fragment; `fsync` runs every `record.fsync_ms`. The file is closed
-//! (flushed, synced) when the stream ends, after its reconnect grace; a publisher that
-//! comes back within the grace continues the same file. A bad path or a full disk stops
+//! (flushed, synced) when the stream ends, after its reconnect grace, and at shutdown
+//! (which waits for it); a publisher that comes back within the grace continues the
+//! same file. A bad path or a full disk stops
 //! that recording with a logged, counted error; the stream keeps flowing to viewers.
 //! Timestamps in a file start at 0.
 
@@ -49,6 +50,12 @@ pub fn maybe_start(shard: &Rc<Shard>, key: &StreamKey, ring: &Rc<Ring<Frame>>) {
     let sub = ring.subscribe();
     let (shard, key) = (Rc::clone(shard), key.clone());
     rt::spawn(Queue::Media, async move {
+        // Counted as an open connection so that a shutdown waits (up to
+        // server.shutdown_timeout_ms) for the file to be closed: the shard ends every
+        // stream first, and without this the executor stopped before the recorder wrote
+        // its last fMP4 fragment and synced, whenever no viewer or publisher connection
+        // was left to hold the shutdown open (SIGTERM within the reconnect grace).
+        let _open = shard.hold(|m| &m.open);
         let mut recorder = Recorder::new(&shard, &key);
         if let Err(e) = recorder.run(sub).await {
             ShardMetrics::add(&shard.metrics().recording_errors, 1);
