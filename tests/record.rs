@@ -289,3 +289,41 @@ fn sigterm_closes_the_recording_of_a_live_publisher() {
 fn sigterm_within_the_reconnect_grace_closes_the_recording() {
     sigterm_closes_the_recording(true);
 }
+
+/// A publisher that reconnects within the grace continues the same file, and the file's
+/// timeline has no hole or overlap where the reconnect was.
+#[test]
+fn reconnect_within_the_grace_continues_the_same_file() {
+    let config = record_config("flv", "recordings")
+        .replace("reconnect_grace_ms = 500", "reconnect_grace_ms = 3000");
+    let server = Server::start("record-reconnect", &config);
+    let dir = server.dir.join("recordings");
+    let url = server.rtmp_url("live/again");
+    assert!(publish_testsrc(&url, 4, 25).wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(publish_testsrc(&url, 4, 25).wait().unwrap().success());
+    wait_for(
+        "the recording to be closed",
+        Duration::from_secs(10),
+        || server.log_contains("recording closed"),
+    );
+    let path = the_recording(&server, &dir);
+    // 8 s of media; the reconnect's gap may or may not be kept in the timeline.
+    let span = probe_video_span(&path);
+    assert!(
+        (7.5..=9.0).contains(&span),
+        "{}: {span:.2} s of video for two 4 s publishes",
+        path.display()
+    );
+    assert_plays(&path, 190);
+    let video: Vec<u32> = flv_tags(&path)
+        .iter()
+        .filter(|t| t.kind == shardcast::proto::rtmp::MediaKind::Video)
+        .map(|t| t.timestamp_ms)
+        .collect();
+    assert!(
+        video.windows(2).all(|w| w[1] >= w[0]),
+        "video timestamps go back in {}",
+        path.display()
+    );
+}
