@@ -80,7 +80,7 @@ impl Configs {
             (FrameKind::Config, Track::Audio) => &self.audio,
             _ => return false,
         };
-        current.as_ref().is_none_or(|c| c.payload != f.payload || c.codec != f.codec)
+        current.as_ref().map_or(true, |c| c.payload != f.payload || c.codec != f.codec)
     }
 
     fn note(&mut self, f: &Frame) {
