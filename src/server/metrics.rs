@@ -29,6 +29,8 @@ pub struct ShardMetrics {
     /// Viewers disconnected for being too slow.
     pub slow_viewers: AtomicU64,
     pub recording_errors: AtomicU64,
+    /// Recordings open now (shutdown waits for them to close their files).
+    pub recordings: AtomicU64,
     pub hls_segments: AtomicU64,
 }
 
@@ -40,12 +42,17 @@ impl ShardMetrics {
     pub fn open_connections(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
+
+    /// What a graceful shutdown waits for: open connections and open recordings.
+    pub fn draining(&self) -> u64 {
+        self.open_connections() + self.recordings.load(Ordering::Relaxed)
+    }
 }
 
 /// The Prometheus text format of every shard's counters and every stream's stats.
 pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> String {
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, &str, fn(&ShardMetrics) -> &AtomicU64); 14] = [
+    let counters: [(&str, &str, &str, fn(&ShardMetrics) -> &AtomicU64); 15] = [
         (
             "shardcast_rtmp_connections_total",
             "counter",

@@ -9,8 +9,9 @@
 //! Everything written so far is handed to the kernel every time the recorder waits for
 //! the next frame, so a `kill -9` of the server leaves a file that plays up to the last
 //! complete tag or fragment; `fsync` runs every `record.fsync_ms`. The file is closed
-//! (flushed, synced) when the stream ends, after its reconnect grace; a publisher that
-//! comes back within the grace continues the same file. A bad path or a full disk stops
+//! (flushed, synced) when the stream ends, after its reconnect grace, and at shutdown
+//! (which waits for it); a publisher that comes back within the grace continues the
+//! same file. A bad path or a full disk stops
 //! that recording with a logged, counted error; the stream keeps flowing to viewers.
 //! Timestamps in a file start at 0.
 
@@ -26,6 +27,7 @@ use crate::media::{Frame, FrameKind, StreamKey, Track};
 use crate::proto::flv;
 use crate::proto::fmp4::Fmp4Muxer;
 use crate::proto::mux::Muxer;
+use crate::proto::rtmp::amf0::{self, Amf0Value};
 use crate::server::config::RecordFormat;
 use crate::server::metrics::ShardMetrics;
 use crate::server::shard::Shard;
@@ -55,6 +57,10 @@ pub fn maybe_start(shard: &Rc<Shard>, key: &StreamKey, ring: &Rc<Ring<Frame>>) {
     rt::spawn_contained(
         Queue::Media,
         async move {
+            // A shutdown waits (up to server.shutdown_timeout_ms) for open recordings, so
+            // the last fMP4 fragment is written and synced even when no connection is
+            // left to hold the shutdown open (SIGTERM within the reconnect grace).
+            let _recording = shard.hold(|m| &m.recordings);
             let mut recorder = Recorder::new(&shard, &key);
             if let Err(e) = recorder.run(sub).await {
                 ShardMetrics::add(&shard.metrics().recording_errors, 1);
@@ -83,14 +89,14 @@ impl Configs {
         };
         current
             .as_ref()
-            .is_none_or(|c| c.payload != f.payload || c.codec != f.codec)
+            .map_or(true, |c| c.payload != f.payload || c.codec != f.codec)
     }
 
     fn note(&mut self, f: &Frame) {
         match (f.kind, f.track()) {
             (FrameKind::Config, Track::Video) => self.video = Some(f.clone()),
             (FrameKind::Config, Track::Audio) => self.audio = Some(f.clone()),
-            (FrameKind::Metadata, Track::Data) => self.metadata = Some(f.clone()),
+            (FrameKind::Metadata, Track::Data) => self.metadata = Some(file_metadata(f)),
             _ => {}
         }
     }
@@ -99,6 +105,35 @@ impl Configs {
         [&self.metadata, &self.video, &self.audio]
             .into_iter()
             .flatten()
+    }
+}
+
+/// `onMetaData` keys that describe the publisher's own output, not our file: ffmpeg
+/// publishing with `-t 30` sends `duration: 30`, OBS sends `duration: 0`, and players
+/// and ffprobe trust the key over the timestamps. Without them a reader measures the
+/// file, which is also right for a file cut short by a crash.
+const PUBLISHER_ONLY_METADATA: [&str; 2] = ["duration", "filesize"];
+
+/// `f` with the [`PUBLISHER_ONLY_METADATA`] keys removed from its `onMetaData`; any
+/// other frame, or metadata we cannot read, is returned as it is.
+fn file_metadata(f: &Frame) -> Frame {
+    let Ok(mut values) = amf0::decode_all(&f.payload) else {
+        return f.clone();
+    };
+    let Some(Amf0Value::EcmaArray(props) | Amf0Value::Object(props)) = values.get_mut(1) else {
+        return f.clone();
+    };
+    let before = props.len();
+    props.retain(|(key, _)| !PUBLISHER_ONLY_METADATA.contains(&key.as_str()));
+    if props.len() == before {
+        return f.clone();
+    }
+    match amf0::encode_all(&values) {
+        Ok(payload) => Frame {
+            payload: payload.freeze(),
+            ..f.clone()
+        },
+        Err(_) => f.clone(),
     }
 }
 
@@ -191,6 +226,9 @@ impl Recorder {
         file.last_dts_ms = file.last_dts_ms.max(f.dts_ms);
         match &mut file.mp4 {
             None => {
+                if f.kind == FrameKind::Metadata && f.track() == Track::Data {
+                    f = file_metadata(&f);
+                }
                 let tag = flv::write_tag(&f, f.dts_ms).unwrap_or_default();
                 file.writer.append(&tag);
             }
@@ -313,5 +351,63 @@ impl Recorder {
             .map_err(|e| self.io_error(&path, e))?;
         tracing::info!(stream = %self.key, path = %path.display(), bytes, "recording closed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+
+    fn metadata(values: &[Amf0Value]) -> Frame {
+        Frame {
+            codec: Codec::Script,
+            kind: FrameKind::Metadata,
+            keyframe: false,
+            dts_ms: 7,
+            cts_ms: 0,
+            payload: amf0::encode_all(values).unwrap().freeze(),
+        }
+    }
+
+    fn on_metadata(props: Vec<(&str, Amf0Value)>) -> Vec<Amf0Value> {
+        let props = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        vec![
+            Amf0Value::String("onMetaData".into()),
+            Amf0Value::EcmaArray(props),
+        ]
+    }
+
+    #[test]
+    fn recorded_metadata_drops_the_publishers_duration_and_filesize() {
+        // What ffmpeg -t 30 publishes.
+        let published = metadata(&on_metadata(vec![
+            ("duration", Amf0Value::Number(30.0)),
+            ("width", Amf0Value::Number(320.0)),
+            ("filesize", Amf0Value::Number(0.0)),
+            ("encoder", Amf0Value::String("Lavf59.27.100".into())),
+        ]));
+        let recorded = file_metadata(&published);
+        let expected = metadata(&on_metadata(vec![
+            ("width", Amf0Value::Number(320.0)),
+            ("encoder", Amf0Value::String("Lavf59.27.100".into())),
+        ]));
+        assert_eq!(recorded, expected);
+    }
+
+    #[test]
+    fn other_metadata_is_recorded_as_published() {
+        let plain = metadata(&on_metadata(vec![("width", Amf0Value::Number(320.0))]));
+        assert_eq!(file_metadata(&plain), plain);
+        let unreadable = Frame {
+            payload: Bytes::from_static(b"\x02\x00\x0aonMeta"),
+            ..plain.clone()
+        };
+        assert_eq!(file_metadata(&unreadable), unreadable);
+        let not_an_object = metadata(&[
+            Amf0Value::String("onMetaData".into()),
+            Amf0Value::Number(1.0),
+        ]);
+        assert_eq!(file_metadata(&not_an_object), not_an_object);
     }
 }

@@ -532,3 +532,158 @@ pub fn flv_tags_in(data: &[u8]) -> Vec<Media> {
     }
     out
 }
+
+// ---- HLS, recording and file helpers (tests/hls.rs, tests/record.rs) -------------------
+
+/// Wait until `key` has a publisher (listed by the API as publishing).
+pub fn wait_publishing(server: &Server, key: &str) {
+    wait_for(
+        &format!("stream {key} to be live"),
+        Duration::from_secs(15),
+        || {
+            let (status, _, body) = server.get(&format!("/api/streams/{key}"));
+            status == 200 && String::from_utf8_lossy(&body).contains("\"publishing\": true")
+        },
+    );
+}
+
+/// GET `path`, panicking unless the answer is 200.
+pub fn get_ok(server: &Server, path: &str) -> (String, Vec<u8>) {
+    let (status, head, body) = server.get(path);
+    assert_eq!(status, 200, "GET {path}: {head}");
+    (head, body)
+}
+
+/// GET and parse a media playlist.
+pub fn media_playlist(
+    server: &Server,
+    path: &str,
+) -> shardcast::proto::hls::playlist::MediaPlaylist {
+    let (_, body) = get_ok(server, path);
+    let text = String::from_utf8(body)
+        .unwrap_or_else(|e| panic!("GET {path}: playlist is not UTF-8: {e}"));
+    shardcast::proto::hls::parse::parse_media_playlist(&text)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}\n{text}"))
+}
+
+/// The value of response header `name` (case-insensitive), if present.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A file's container duration in seconds according to ffprobe, and ffprobe's stderr.
+pub fn probe_duration(path: &Path) -> (Option<f64>, String) {
+    let out = ffprobe()
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let duration = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .ok();
+    (duration, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The codec names ffprobe sees in `input` (a file or URL), and its stderr.
+pub fn probe_codecs(input: &str) -> (Vec<String>, String) {
+    let out = ffprobe()
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(input)
+        .output()
+        .expect("run ffprobe");
+    let codecs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').to_owned())
+        .collect();
+    (codecs, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Server {
+    /// `kill -9` the server (no shutdown, no flush) and wait until it is gone.
+    pub fn kill_hard(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        nix_kill(child.id(), "KILL");
+        child.wait().expect("reap the killed server")
+    }
+
+    /// The server's log so far, for asserting on what it reported.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log().contains(needle)
+    }
+}
+
+/// The span of a file's video packets in seconds (first pts to last pts + duration),
+/// measured from the packets themselves rather than the container's duration field.
+pub fn probe_video_span(path: &Path) -> f64 {
+    let out = ffprobe()
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,duration_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let (mut first, mut end) = (f64::MAX, f64::MIN);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut fields = line.split(',').map(|f| f.trim().parse::<f64>().ok());
+        if let (Some(Some(pts)), duration) = (fields.next(), fields.next().flatten()) {
+            first = first.min(pts);
+            end = end.max(pts + duration.unwrap_or(0.0));
+        }
+    }
+    assert!(
+        first <= end,
+        "no video packets in {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    end - first
+}
+
+/// Stop a client process (a publisher that outlived its use) and reap it.
+pub fn end_process(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
