@@ -52,7 +52,7 @@ impl ShardMetrics {
 /// The Prometheus text format of every shard's counters and every stream's stats.
 pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> String {
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, &str, fn(&ShardMetrics) -> &AtomicU64); 15] = [
+    let counters: &[(&str, &str, &str, fn(&ShardMetrics) -> &AtomicU64)] = &[
         (
             "shardcast_rtmp_connections_total",
             "counter",
@@ -129,13 +129,19 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             |m| &m.recording_errors,
         ),
         (
+            "shardcast_recordings",
+            "gauge",
+            "Recordings open now",
+            |m| &m.recordings,
+        ),
+        (
             "shardcast_hls_segments_total",
             "counter",
             "HLS segments produced",
             |m| &m.hls_segments,
         ),
     ];
-    for (name, kind, help, f) in counters {
+    for &(name, kind, help, f) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (i, s) in shards.iter().enumerate() {
             let _ = writeln!(
@@ -154,7 +160,7 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
     let all = dir.all();
     let _ = writeln!(out, "shardcast_streams {}", all.len());
     type Stat = fn(&shards::directory::StreamStats) -> &AtomicU64;
-    let per_stream: [(&str, &str, &str, Stat); 8] = [
+    let per_stream: &[(&str, &str, &str, Stat)] = &[
         (
             "shardcast_stream_frames_total",
             "counter",
@@ -206,7 +212,7 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
     ];
     let mut keys: Vec<_> = all.keys().collect();
     keys.sort();
-    for (name, kind, help, f) in per_stream {
+    for &(name, kind, help, f) in per_stream {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for key in &keys {
             let e = &all[*key];

@@ -253,15 +253,15 @@ async fn shard_main(
     shard.stopping.fire();
     shard.hub.end_all();
     let deadline = Instant::now() + Duration::from_millis(config.server.shutdown_timeout_ms);
-    while shard.metrics().open_connections() > 0 && Instant::now() < deadline {
+    while shard.metrics().draining() > 0 && Instant::now() < deadline {
         rt::sleep(Duration::from_millis(20)).await;
     }
-    let left = shard.metrics().open_connections();
+    let left = shard.metrics().draining();
     if left > 0 {
         tracing::warn!(
             shard = shard.id,
-            connections = left,
-            "closing connections still open at the shutdown timeout"
+            connections_and_recordings = left,
+            "closing connections and recordings still open at the shutdown timeout"
         );
     }
     CURRENT.with(|c| c.borrow_mut().take());
