@@ -16,7 +16,7 @@ if ((${#need[@]})); then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
-  (cd tests/browser && npm install --no-audit --no-fund --silent)
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
 
 # glommio needs locked memory for io_uring buffers.

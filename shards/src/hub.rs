@@ -701,6 +701,15 @@ where
         self.stream.ring.push(item);
     }
 
+    /// Send the feed batches pending on this shard now. The ingest driver calls this after
+    /// handling one read of publisher input (which batches that read's frames), so
+    /// remote viewers don't wait for the batch timer, which stays as the backstop.
+    pub fn flush_feeds(&self) {
+        if !self.stream.feeds.borrow().is_empty() {
+            self.hub.flush_now();
+        }
+    }
+
     pub fn key(&self) -> &K {
         &self.key
     }

@@ -422,6 +422,20 @@ pub enum Next<T> {
     TooSlow { skips: u32 },
 }
 
+/// An item as [`Subscriber::next_map`] hands it out, borrowed from its slot.
+pub struct Entry<'a, T> {
+    pub seq: u64,
+    pub item: &'a T,
+    ring: &'a Ring<T>,
+}
+
+impl<T: RingItem> Entry<'_, T> {
+    /// This item's shared encoding in `format` (see [`Ring::serialized`]).
+    pub fn serialized(&self, format: usize, build: impl FnOnce(&T) -> Bytes) -> Option<Bytes> {
+        self.ring.serialized(self.seq, format, build)
+    }
+}
+
 /// One reader of a ring. Dropping it unregisters it.
 pub struct Subscriber<T: RingItem> {
     ring: Rc<Ring<T>>,
@@ -458,9 +472,25 @@ impl<T: RingItem> Subscriber<T> {
     /// The next item, skipping forward to the newest keyframe if this subscriber fell
     /// out of the ring.
     pub fn next(&mut self) -> Next<T> {
+        self.next_map(|e| e.item.clone())
+    }
+
+    /// Like [`Subscriber::next`], but hands the item to `map` by reference instead of
+    /// cloning it: a viewer that only needs the item's serialized bytes
+    /// ([`Entry::serialized`]) saves a clone and a drop per frame (two reference-count
+    /// updates of its payload; bench/RESULTS.md, runtime micro-benchmarks).
+    pub fn next_map<R>(&mut self, map: impl FnOnce(Entry<'_, T>) -> R) -> Next<R> {
         if let Some((seq, item)) = self.pending_configs.pop() {
             self.note_config(seq, &item);
-            return Next::Item { seq, item };
+            let ring = Rc::clone(&self.ring);
+            return Next::Item {
+                seq,
+                item: map(Entry {
+                    seq,
+                    item: &item,
+                    ring: &ring,
+                }),
+            };
         }
         let ring = Rc::clone(&self.ring);
         let inner = ring.inner.borrow();
@@ -493,7 +523,7 @@ impl<T: RingItem> Subscriber<T> {
                 };
                 self.start_at(&inner, at);
                 drop(inner);
-                return self.next();
+                return self.next_map(map);
             }
             if self.cursor >= inner.head {
                 return if inner.ended {
@@ -509,9 +539,15 @@ impl<T: RingItem> Subscriber<T> {
                 continue;
             };
             if item.config_slot().is_some() {
-                let item = item.clone();
-                self.note_config(seq, &item);
-                return Next::Item { seq, item };
+                self.note_config(seq, item);
+                return Next::Item {
+                    seq,
+                    item: map(Entry {
+                        seq,
+                        item,
+                        ring: &ring,
+                    }),
+                };
             }
             if self.await_keyframe {
                 if !item.is_keyframe() {
@@ -525,7 +561,11 @@ impl<T: RingItem> Subscriber<T> {
             }
             return Next::Item {
                 seq,
-                item: item.clone(),
+                item: map(Entry {
+                    seq,
+                    item,
+                    ring: &ring,
+                }),
             };
         }
     }

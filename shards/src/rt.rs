@@ -237,6 +237,23 @@ pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(io::Error::from)
 }
 
+/// Read what the socket has without waiting: `Ok(None)` when nothing is there, `Ok(Some(0))`
+/// at end of stream. For viewers, which only need to drain the little their player
+/// sends (acks, pings) now and then: a pending read per viewer per frame costs an
+/// io_uring poll set-up and cancel each time.
+pub fn try_read(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match nix::sys::socket::recv(
+        stream.as_raw_fd(),
+        buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(n) => Ok(Some(n)),
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(nix::errno::Errno::EINTR) => Ok(None),
+        Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
 /// Set SO_SNDBUF on a socket (the kernel doubles it for bookkeeping).
 pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> io::Result<()> {
     // SAFETY: the fd belongs to `stream`, which outlives this call.

@@ -24,6 +24,10 @@ pub enum EgressEnd {
     TooSlow { skips: u32 },
 }
 
+/// How often a viewer drains what its player sent (acks, pings, a close) while frames
+/// flow: without waiting on a read per frame.
+pub const INPUT_POLL: Duration = Duration::from_millis(100);
+
 /// Which tracks a viewer wants (RTMP receiveAudio/receiveVideo).
 #[derive(Clone, Copy, Debug)]
 pub struct TrackFilter {
@@ -82,16 +86,20 @@ impl Egress {
         mut wrap: impl FnMut(&mut Self, Bytes),
     ) -> Option<EgressEnd> {
         while self.bytes < MAX_GATHER_BYTES {
-            match sub.next() {
-                Next::Item { seq, item } => {
-                    if !filter.wants(&item) {
-                        continue;
-                    }
-                    if let Some(b) = sub.serialized(seq, format, &build) {
-                        wrap(self, b);
-                        self.frames_sent += 1;
-                    }
+            // The frame's shared bytes straight from its slot: no clone of the frame.
+            let next = sub.next_map(|e| {
+                if filter.wants(e.item) {
+                    e.serialized(format, &build)
+                } else {
+                    None
                 }
+            });
+            match next {
+                Next::Item { item: Some(b), .. } => {
+                    wrap(self, b);
+                    self.frames_sent += 1;
+                }
+                Next::Item { item: None, .. } => {}
                 Next::Pending => return None,
                 Next::Ended => return Some(EgressEnd::StreamEnded),
                 Next::TooSlow { skips } => return Some(EgressEnd::TooSlow { skips }),

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use shards::rt::aio::AsyncReadExt;
@@ -18,7 +18,7 @@ use shards::rt::{self, TcpStream};
 use crate::media::{Frame, StreamKey};
 use crate::proto::flv;
 use crate::proto::http::{self as h, Method, Request, Response, Status};
-use crate::server::egress::{Egress, EgressEnd, TrackFilter};
+use crate::server::egress::{Egress, EgressEnd, TrackFilter, INPUT_POLL};
 use crate::server::media::{format, StreamSubscription};
 use crate::server::metrics::ShardMetrics;
 use crate::server::shard::Shard;
@@ -222,6 +222,7 @@ async fn serve_flv(
     push_body(&mut out, header, chunked);
     tracing::debug!(stream = %key, remote = sub.is_remote(), "HTTP-FLV viewer joined");
     let mut scratch = [0u8; 512];
+    let mut next_input_poll = Instant::now();
     let end = loop {
         let end = out.gather(
             &mut sub,
@@ -240,19 +241,16 @@ async fn serve_flv(
         if let Some(end) = end {
             break Some(end);
         }
-        // Wait for frames, and notice a closed connection (a read of 0) meanwhile.
-        let closed = shards::rt::aio::or(
-            async {
-                sub.wait().await;
-                Egress::batch_delay(Duration::from_millis(shard.config.streams.write_batch_ms))
-                    .await;
-                false
-            },
-            async { matches!(stream.read(&mut scratch).await, Ok(0) | Err(_)) },
-        )
-        .await;
-        if closed {
-            break None;
+        // Wait for frames only (no read or timer per frame); notice a closed connection
+        // by draining input without waiting at most every INPUT_POLL.
+        sub.wait().await;
+        Egress::batch_delay(Duration::from_millis(shard.config.streams.write_batch_ms)).await;
+        let now = Instant::now();
+        if now >= next_input_poll {
+            next_input_poll = now + INPUT_POLL;
+            if matches!(rt::try_read(stream, &mut scratch), Ok(Some(0)) | Err(_)) {
+                break None;
+            }
         }
     };
     match end {

@@ -105,6 +105,11 @@ impl Ingest {
         self.publisher.resumed()
     }
 
+    /// Send what this read of publisher input produced to other shards now.
+    pub fn flush_feeds(&self) {
+        self.publisher.flush_feeds();
+    }
+
     /// Fires when the API kicks this publisher.
     pub fn kicked(&self) -> Rc<LocalEvent> {
         Rc::clone(&self.kick)

@@ -21,7 +21,7 @@ use crate::media::{Frame, StreamKey};
 use crate::proto::flv::{self, TagKind};
 use crate::proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
 use crate::server::config::PlayMissing;
-use crate::server::egress::{Egress, EgressEnd, TrackFilter};
+use crate::server::egress::{Egress, EgressEnd, TrackFilter, INPUT_POLL};
 use crate::server::ingest::Ingest;
 use crate::server::media::{format, StreamSubscription};
 use crate::server::metrics::ShardMetrics;
@@ -136,6 +136,7 @@ fn adopt(h: Handover) {
 async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
     let mut buf = vec![0u8; READ_BUF];
     let mut bytes_in: &[u8] = &pending;
+    let mut next_input_poll = Instant::now();
     loop {
         if !bytes_in.is_empty() {
             if let Err(e) = s.conn.handle_bytes(Instant::now(), bytes_in) {
@@ -182,6 +183,9 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
                 return;
             }
         }
+        if let Role::Publishing(ingest) = &s.role {
+            ingest.flush_feeds();
+        }
         if let Role::Waiting { key, until } = &s.role {
             let (key, until) = (key.clone(), *until);
             s.retry_waiting(&key, until);
@@ -210,21 +214,37 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
         if viewer_ended {
             continue;
         }
-        // Wait for input, frames (viewer), a kick (publisher), shutdown, or the core's
-        // next timer (handshake/idle timeouts, pings).
+        // A viewer waits for frames only: no read and no timer per frame (each would be
+        // an io_uring poll or timeout set up and cancelled per viewer per frame). What
+        // its player sends (acks, pings, a close) is drained without waiting at most
+        // every INPUT_POLL, and the core's timers are checked on the way.
+        if let Role::Playing { sub, .. } = &s.role {
+            sub.wait().await;
+            Egress::batch_delay(Duration::from_millis(s.shard.config.streams.write_batch_ms)).await;
+            let now = Instant::now();
+            bytes_in = &[];
+            if now >= next_input_poll {
+                next_input_poll = now + INPUT_POLL;
+                match rt::try_read(&stream, &mut buf) {
+                    Ok(None) => {}
+                    Ok(Some(0)) | Err(_) => return,
+                    Ok(Some(n)) => {
+                        ShardMetrics::add(&s.shard.metrics().bytes_in, n as u64);
+                        bytes_in = &buf[..n];
+                    }
+                }
+            }
+            continue;
+        }
+        // Wait for input, a kick (publisher), shutdown, or the core's next timer
+        // (handshake/idle timeouts, pings).
         let wait = s.conn.poll_timeout().map_or(Duration::from_secs(60), |t| {
             t.saturating_duration_since(Instant::now())
         });
         let read = async { Some(stream.read(&mut buf).await) };
         let other = async {
             match &s.role {
-                Role::Playing { sub, .. } => {
-                    sub.wait().await;
-                    Egress::batch_delay(Duration::from_millis(
-                        s.shard.config.streams.write_batch_ms,
-                    ))
-                    .await;
-                }
+                Role::Playing { .. } => {}
                 Role::Publishing(ingest) => {
                     let kicked = ingest.kicked();
                     shards::rt::aio::or(kicked.wait(), s.shard.stopping.wait()).await
