@@ -230,7 +230,7 @@ pub(crate) mod tests {
             .filter(|g| g.0 == TagKind::Video && g.2)
             .map(|g| g.1)
             .collect();
-        assert_eq!(video, (0..15).map(|i| i * 40).collect::<Vec<_>>());
+        assert_eq!(video, (0..=15).map(|i| i * 40).collect::<Vec<_>>());
         // nothing is early
         assert!(s.next_due() > t0 + Duration::from_millis(600));
     }
