@@ -18,19 +18,28 @@ ticks() { # utime+stime of $pid (field 14+15; the name in parentheses may hold s
     sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}'
 }
 
+resolve() { # URI $2 relative to playlist URL $1
+    case $2 in
+        http*) echo "$2" ;;
+        /*) echo "${1%%/live/*}$2" ;;
+        *) echo "${1%/*}/$2" ;;
+    esac
+}
+last_uri() { grep -v '^#' | grep -v '^$' | tail -1; }
+
 playlist="$base.m3u8"
 deadline=$((SECONDS + 30))
-until body=$(curl -sf "$playlist") && grep -qv '^#' <<<"$body"; do
-    if ((SECONDS > deadline)); then echo "no playlist with segments at $playlist after 30 s" >&2; exit 1; fi
+until body=$(curl -sf "$playlist") && grep -q '^#EXTINF' <<<"$body"; do
+    # a multivariant playlist: follow its (last) variant to the media playlist
+    if grep -q '^#EXT-X-STREAM-INF' <<<"${body:-}"; then
+        playlist=$(resolve "$playlist" "$(last_uri <<<"$body")")
+        continue
+    fi
+    if ((SECONDS > deadline)); then echo "no media playlist with segments at $playlist after 30 s" >&2; exit 1; fi
     sleep 0.5
 done
 # the newest segment stays in the live window longest
-seg=$(grep -v '^#' <<<"$body" | grep -v '^$' | tail -1)
-case $seg in
-    http*) seg_url=$seg ;;
-    /*) seg_url="${base%%/live/*}$seg" ;;
-    *) seg_url="${playlist%/*}/$seg" ;;
-esac
+seg_url=$(resolve "$playlist" "$(last_uri <<<"$body")")
 seg_bytes=$(curl -sf "$seg_url" | wc -c)
 
 for target in "$playlist" "$seg_url"; do

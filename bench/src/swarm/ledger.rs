@@ -101,7 +101,7 @@ pub fn micros(d: Duration) -> u64 {
 pub struct Tally {
     pub connect_at: Instant,
     pub first_keyframe_at: Option<Instant>,
-    /// Sequence number of the first media frame received: the viewer's window starts there.
+    /// Sequence number of the first keyframe received: the viewer's window starts there.
     pub first_seq: Option<u64>,
     last_seq: Option<u64>,
     /// Media frames received that are in the ledger, and their payload bytes.
@@ -109,8 +109,11 @@ pub struct Tally {
     pub bytes: u64,
     /// Media frames that are not in the ledger (a server that rewrote timestamps).
     pub unknown: u64,
-    /// Frames that arrived with a sequence number at or below one already seen.
+    /// Frames that arrived with a sequence number at or below one already seen, or
+    /// before the window; not counted in `frames`.
     pub out_of_order: u64,
+    /// Media frames that arrived before the first keyframe.
+    pub before_keyframe: u64,
 }
 
 impl Tally {
@@ -124,6 +127,7 @@ impl Tally {
             bytes: 0,
             unknown: 0,
             out_of_order: 0,
+            before_keyframe: 0,
         }
     }
 
@@ -138,24 +142,28 @@ impl Tally {
         ledger: &Ledger,
         hist: &mut Histograms,
     ) {
-        if keyframe && self.first_keyframe_at.is_none() {
-            self.first_keyframe_at = Some(now);
-            let _ = hist
-                .startup_us
-                .record(micros(now.saturating_duration_since(self.connect_at)));
-        }
         let Some(p) = ledger.lookup(kind, timestamp_ms) else {
             self.unknown += 1;
             return;
         };
-        if self.first_seq.is_none() {
+        if keyframe && self.first_keyframe_at.is_none() {
+            self.first_keyframe_at = Some(now);
             self.first_seq = Some(p.seq);
+            let _ = hist
+                .startup_us
+                .record(micros(now.saturating_duration_since(self.connect_at)));
         }
-        if self.last_seq.is_some_and(|last| p.seq <= last) {
+        // A player starts at a keyframe (servers without a GOP cache drop video until
+        // one, so audio before it proves nothing either way): count from there.
+        let Some(first) = self.first_seq else {
+            self.before_keyframe += 1;
+            return;
+        };
+        if p.seq < first || self.last_seq.is_some_and(|last| p.seq <= last) {
             self.out_of_order += 1;
-        } else {
-            self.last_seq = Some(p.seq);
+            return;
         }
+        self.last_seq = Some(p.seq);
         self.frames += 1;
         self.bytes += body_len as u64;
         // Frames from the GOP cache were published before this viewer asked for them:
@@ -238,13 +246,21 @@ mod tests {
         ledger.record(TagKind::Audio, 23, 10, t0);
         let mut hist = Histograms::default();
         let mut tally = Tally::new(t0);
+        ledger.record(TagKind::Video, 30, 10, t0);
+        ledger.record(TagKind::Audio, 46, 10, t0);
         tally.on_media(t0, TagKind::Audio, 23, 10, false, &ledger, &mut hist);
-        tally.on_media(t0, TagKind::Audio, 0, 10, false, &ledger, &mut hist);
-        tally.on_media(t0, TagKind::Video, 0, 10, false, &ledger, &mut hist);
-        assert_eq!(tally.unknown, 1);
-        assert_eq!(tally.out_of_order, 1);
+        assert_eq!(tally.before_keyframe, 1);
         assert_eq!(tally.first_keyframe_at, None);
-        assert_eq!(hist.startup_us.len(), 0);
+        tally.on_media(t0, TagKind::Video, 30, 10, true, &ledger, &mut hist);
+        tally.on_media(t0, TagKind::Audio, 0, 10, false, &ledger, &mut hist);
+        tally.on_media(t0, TagKind::Video, 30, 10, false, &ledger, &mut hist);
+        tally.on_media(t0, TagKind::Video, 99, 10, false, &ledger, &mut hist);
+        tally.on_media(t0, TagKind::Audio, 46, 10, false, &ledger, &mut hist);
+        assert_eq!(tally.unknown, 1);
+        assert_eq!(tally.out_of_order, 2);
+        assert_eq!(tally.frames, 2);
+        assert_eq!(tally.expected(&ledger), (2, 20));
+        assert_eq!(hist.startup_us.len(), 1);
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub struct ProtocolStats {
     pub bytes_expected: u64,
     pub unknown: u64,
     pub out_of_order: u64,
+    pub before_keyframe: u64,
     pub hist: Histograms,
 }
 
@@ -81,6 +82,7 @@ impl ProtocolStats {
         self.bytes_expected += bytes;
         self.unknown += tally.unknown;
         self.out_of_order += tally.out_of_order;
+        self.before_keyframe += tally.before_keyframe;
     }
 
     pub fn error(&mut self, what: String) {
@@ -116,6 +118,7 @@ impl ProtocolStats {
             "bytes_expected": self.bytes_expected,
             "unknown_frames": self.unknown,
             "out_of_order": self.out_of_order,
+            "before_keyframe": self.before_keyframe,
             "latency_ms": percentiles(&self.hist.latency_us),
             "startup_ms": percentiles(&self.hist.startup_us),
         })
