@@ -126,7 +126,15 @@ fn api_lists_streams_and_kicks_publishers() {
     wait_for("the stream", Duration::from_secs(15), || {
         server.get("/api/streams/live/api").0 == 200
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The rates are over the last second: wait until one second of steady publishing.
+    let fps = || -> f64 {
+        let v: serde_json::Value =
+            serde_json::from_slice(&server.get("/api/streams/live/api").2).unwrap();
+        v["video_fps"].as_f64().unwrap_or(0.0)
+    };
+    wait_for("video_fps to settle at 25", Duration::from_secs(8), || {
+        (20.0..=30.0).contains(&fps())
+    });
     let (status, head, body) = server.get("/api/streams");
     assert_eq!(status, 200);
     assert!(head.contains("application/json"));

@@ -23,4 +23,4 @@ fi
 ulimit -l unlimited 2>/dev/null || ulimit -l 1048576 2>/dev/null || true
 
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads "${SHARDCAST_TEST_THREADS:-4}"
+cargo test --workspace --no-fail-fast -- --test-threads "${SHARDCAST_TEST_THREADS:-4}"
