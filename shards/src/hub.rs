@@ -62,6 +62,10 @@ pub struct HubConfig {
     /// A feed whose shard cannot keep up (channel full) is ended after this many
     /// unsent items; its viewers reconnect.
     pub feed_backlog_items: usize,
+    /// Subscribers of a stream are woken at most this often (0: at every item), so each
+    /// writes everything that arrived meanwhile in one go: one timer per stream and
+    /// shard, not per subscriber. Trades that much latency for fewer writes.
+    pub wake_batch: Duration,
     /// 0 = unlimited.
     pub max_viewers: u64,
     pub max_viewers_per_stream: u64,
@@ -75,6 +79,7 @@ impl Default for HubConfig {
             feed_batch: Duration::from_millis(1),
             feed_batch_items: 64,
             feed_backlog_items: 16_384,
+            wake_batch: Duration::ZERO,
             max_viewers: 0,
             max_viewers_per_stream: 0,
         }
@@ -112,6 +117,8 @@ struct Owned<K, T, S> {
     publishing: Cell<bool>,
     video_frames: Cell<u64>,
     last_tick: Cell<(u64, u64)>,
+    /// A deferred wake of the ring is scheduled (see `HubConfig::wake_batch`).
+    wake_armed: Rc<Cell<bool>>,
 }
 
 struct Mirror<K, T, S> {
@@ -284,6 +291,7 @@ where
             publishing: Cell::new(true),
             video_frames: Cell::new(0),
             last_tick: Cell::new((0, 0)),
+            wake_armed: Rc::default(),
         });
         self.owned
             .borrow_mut()
@@ -451,9 +459,11 @@ where
                 let key = self.mirror_by_feed.borrow().get(&feed).cloned();
                 let mirror = key.and_then(|k| self.mirrors.borrow().get(&k).cloned());
                 if let Some(m) = mirror {
+                    // One wake for the whole batch.
                     for item in items {
-                        m.ring.push(item);
+                        m.ring.push_quiet(item);
                     }
+                    m.ring.wake();
                 }
             }
             Envelope::FeedEnded { feed } => {
@@ -698,7 +708,23 @@ where
             self.hub.arm_flush();
         }
         drop(feeds);
-        self.stream.ring.push(item);
+        let batch = self.hub.config.wake_batch;
+        if batch.is_zero() {
+            self.stream.ring.push(item);
+            return;
+        }
+        self.stream.ring.push_quiet(item);
+        if !self.stream.wake_armed.replace(true) {
+            let (ring, armed) = (
+                Rc::clone(&self.stream.ring),
+                Rc::clone(&self.stream.wake_armed),
+            );
+            rt::spawn(Queue::Media, async move {
+                rt::sleep(batch).await;
+                armed.set(false);
+                ring.wake();
+            });
+        }
     }
 
     /// Send the feed batches pending on this shard now. The ingest driver calls this after

@@ -186,6 +186,20 @@ impl<T: RingItem> Ring<T> {
 
     /// Append an item and wake the subscribers waiting for one. Returns its sequence number.
     pub fn push(&self, item: T) -> u64 {
+        let seq = self.push_quiet(item);
+        self.wake();
+        seq
+    }
+
+    /// Wake the subscribers waiting for an item.
+    pub fn wake(&self) {
+        self.inner.borrow_mut().wake_all();
+    }
+
+    /// Append an item without waking anyone: the caller wakes the ring later, once for
+    /// several items (a feed batch, or a write-batching window), so each subscriber
+    /// writes them all at once.
+    pub fn push_quiet(&self, item: T) -> u64 {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         let seq = inner.head;
@@ -232,7 +246,6 @@ impl<T: RingItem> Ring<T> {
             let t = inner.tail;
             inner.evict_through(t);
         }
-        inner.wake_all();
         seq
     }
 

@@ -279,14 +279,10 @@ pub fn adopt_stream(fd: std::os::fd::OwnedFd) -> TcpStream {
     unsafe { std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) }
 }
 
-/// Write all of `bufs` to `stream` with as few syscalls as possible: one `writev` on
-/// the socket for everything pending (glommio has no vectored write), and only when
-/// the socket is full, an async write that waits for it to drain.
-pub async fn write_all_vectored(
-    stream: &mut TcpStream,
-    bufs: &mut Vec<bytes::Bytes>,
-) -> io::Result<usize> {
-    use futures_lite::AsyncWriteExt;
+/// Write as much of `bufs` as the socket takes now, without waiting: one `writev` per
+/// call for everything pending (glommio has no vectored write). Returns the bytes
+/// written; what is left stays in `bufs` (the socket is full).
+pub fn try_write_vectored(stream: &TcpStream, bufs: &mut Vec<bytes::Bytes>) -> io::Result<usize> {
     let fd = stream.as_raw_fd();
     let mut written_total = 0;
     while !bufs.is_empty() {
@@ -295,18 +291,31 @@ pub async fn write_all_vectored(
                 written_total += n;
                 consume(bufs, n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Full socket: glommio's write waits for POLLOUT through io_uring.
-                let n = stream.write(&bufs[0]).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                written_total += n;
-                consume(bufs, n);
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(written_total)
+}
+
+/// Write all of `bufs` to `stream`: `writev` while the socket takes it, and when it is
+/// full, an async write that waits for it to drain through io_uring.
+pub async fn write_all_vectored(
+    stream: &mut TcpStream,
+    bufs: &mut Vec<bytes::Bytes>,
+) -> io::Result<usize> {
+    use futures_lite::AsyncWriteExt;
+    let mut written_total = try_write_vectored(stream, bufs)?;
+    while !bufs.is_empty() {
+        // Full socket: glommio's write waits for POLLOUT through io_uring.
+        let n = stream.write(&bufs[0]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written_total += n;
+        consume(bufs, n);
+        written_total += try_write_vectored(stream, bufs)?;
     }
     Ok(written_total)
 }
@@ -389,20 +398,21 @@ impl FileWriter {
 }
 
 /// At most this many buffers per writev (Linux IOV_MAX is 1024).
-const MAX_IOV: usize = 256;
+const MAX_IOV: usize = 64;
 
 fn writev_nonblocking(fd: RawFd, bufs: &[bytes::Bytes]) -> io::Result<usize> {
-    let iov: Vec<io::IoSlice<'_>> = bufs
-        .iter()
-        .take(MAX_IOV)
-        .map(|b| io::IoSlice::new(b))
-        .collect();
-    // SAFETY: the fd belongs to the TcpStream the caller holds mutably for the whole
-    // call, so it stays open for this one writev. glommio has no vectored write, and
-    // one writev per wake-up instead of one write per frame is the fan-out's main
-    // syscall saving (DESIGN.md "Writes").
+    // On the stack: one writev per viewer per wake-up must not allocate.
+    let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
+    let n = bufs.len().min(MAX_IOV);
+    for (slot, b) in iov.iter_mut().zip(bufs) {
+        *slot = io::IoSlice::new(b);
+    }
+    // SAFETY: the fd belongs to the TcpStream the caller holds for the whole call, so it
+    // stays open for this one writev. glommio has no vectored write, and one writev per
+    // wake-up instead of one write per frame is the fan-out's main syscall saving
+    // (DESIGN.md "Writes").
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    match nix::sys::uio::writev(borrowed, &iov) {
+    match nix::sys::uio::writev(borrowed, &iov[..n]) {
         Ok(n) => Ok(n),
         Err(errno) => Err(io::Error::from_raw_os_error(errno as i32)),
     }

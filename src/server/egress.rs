@@ -108,17 +108,9 @@ impl Egress {
         None
     }
 
-    /// After a wake-up, wait `batch` for more frames so they go out in one write
-    /// (`streams.write_batch_ms`; fewer syscalls and wake-ups per viewer at scale, at the
-    /// cost of that much latency). No wait when 0.
-    pub async fn batch_delay(batch: Duration) {
-        if !batch.is_zero() {
-            rt::sleep(batch).await;
-        }
-    }
-
     /// Write everything pending; returns the bytes written. Fails if the viewer stops
-    /// reading for `stall`.
+    /// reading for `stall`. The common case (the socket takes it all) is one `writev`
+    /// and no timer; only a full socket arms the stall timer and waits.
     pub async fn flush(
         &mut self,
         stream: &mut TcpStream,
@@ -127,16 +119,20 @@ impl Egress {
         if self.bufs.is_empty() {
             return Ok(0);
         }
-        match rt::timeout(stall, rt::write_all_vectored(stream, &mut self.bufs)).await {
-            Some(Ok(n)) => {
-                self.bytes = 0;
-                Ok(n)
+        let mut written = rt::try_write_vectored(stream, &mut self.bufs)?;
+        if !self.bufs.is_empty() {
+            match rt::timeout(stall, rt::write_all_vectored(stream, &mut self.bufs)).await {
+                Some(Ok(n)) => written += n,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("viewer read nothing for {} s", stall.as_secs()),
+                    ))
+                }
             }
-            Some(Err(e)) => Err(e),
-            None => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("viewer read nothing for {} s", stall.as_secs()),
-            )),
         }
+        self.bytes = 0;
+        Ok(written)
     }
 }

@@ -244,7 +244,6 @@ async fn serve_flv(
         // Wait for frames only (no read or timer per frame); notice a closed connection
         // by draining input without waiting at most every INPUT_POLL.
         sub.wait().await;
-        Egress::batch_delay(Duration::from_millis(shard.config.streams.write_batch_ms)).await;
         let now = Instant::now();
         if now >= next_input_poll {
             next_input_poll = now + INPUT_POLL;

@@ -220,7 +220,6 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
         // every INPUT_POLL, and the core's timers are checked on the way.
         if let Role::Playing { sub, .. } = &s.role {
             sub.wait().await;
-            Egress::batch_delay(Duration::from_millis(s.shard.config.streams.write_batch_ms)).await;
             let now = Instant::now();
             bytes_in = &[];
             if now >= next_input_poll {
