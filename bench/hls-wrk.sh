@@ -38,11 +38,15 @@ until body=$(curl -sf "$playlist") && grep -q '^#EXTINF' <<<"$body"; do
     if ((SECONDS > deadline)); then echo "no media playlist with segments at $playlist after 30 s" >&2; exit 1; fi
     sleep 0.5
 done
-# the newest segment stays in the live window longest
-seg_url=$(resolve "$playlist" "$(last_uri <<<"$body")")
-seg_bytes=$(curl -sf "$seg_url" | wc -c)
-
-for target in "$playlist" "$seg_url"; do
+for target in "$playlist" SEGMENT; do
+    if [[ $target == SEGMENT ]]; then
+        # The newest segment, picked right before its run: it stays in the live window
+        # longest (one picked before the playlist run fell out of the window and the
+        # run measured 404s).
+        target=$(resolve "$playlist" "$(curl -sf "$playlist" | last_uri)")
+        seg_url=$target
+        seg_bytes=$(curl -sf "$seg_url" | wc -c)
+    fi
     t0=$(ticks)
     out=$(taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${secs}s" --latency "$target")
     t1=$(ticks)
@@ -51,6 +55,6 @@ for target in "$playlist" "$seg_url"; do
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     cpu=$(awk -v a="$t0" -v b="$t1" -v s="$secs" 'BEGIN {printf "%.0f", (b - a) / s}')
     kind=playlist
-    [[ $target == "$seg_url" ]] && kind="segment (${seg_bytes} B)"
+    [[ $target == "${seg_url:-}" ]] && kind="segment (${seg_bytes} B)"
     echo "| $name | $kind | $rps | $cpu | $p99 | ${non2xx:-0} |"
 done
