@@ -392,25 +392,42 @@ impl<T: RingItem> Inner<T> {
         }
     }
 
-    /// Where a joiner starts: (first sequence number, audio before this is dropped),
-    /// following the GOP budget rule in the module note.
-    fn join_point(&self) -> JoinPoint {
+    /// Where a subscriber that fell out of the ring resumes: the newest keyframe (no GOP
+    /// budget: it had the stream already), or the next one.
+    fn skip_point(&self) -> JoinPoint {
         match self.last_key {
-            Some(key) if self.gop_bytes <= self.config.gop_budget_bytes => JoinPoint {
+            Some(key) => JoinPoint {
                 start: key,
                 audio_from: key,
                 await_keyframe: false,
             },
-            Some(key) if self.gop_video_bytes <= self.config.gop_budget_bytes => JoinPoint {
-                start: key,
-                audio_from: self.head,
-                await_keyframe: false,
-            },
-            _ => JoinPoint {
+            None => JoinPoint {
                 start: self.head,
                 audio_from: self.head,
                 await_keyframe: self.has_video,
             },
+        }
+    }
+
+    /// Where a joiner starts: (first sequence number, audio before this is dropped),
+    /// following the GOP budget rule in the module note.
+    fn join_point(&self) -> JoinPoint {
+        let budget = self.config.gop_budget_bytes;
+        match self.last_key {
+            Some(_) if self.gop_bytes <= budget => self.skip_point(),
+            // Over budget: the GOP without its audio (audio never evicts video), or, if
+            // the video alone is over, the next keyframe.
+            Some(key) if self.gop_video_bytes <= budget => JoinPoint {
+                start: key,
+                audio_from: self.head,
+                await_keyframe: false,
+            },
+            Some(_) => JoinPoint {
+                start: self.head,
+                audio_from: self.head,
+                await_keyframe: self.has_video,
+            },
+            None => self.skip_point(),
         }
     }
 }
@@ -522,18 +539,7 @@ impl<T: RingItem> Subscriber<T> {
                         skips: self.skips.len() as u32,
                     };
                 }
-                let at = match inner.last_key {
-                    Some(key) => JoinPoint {
-                        start: key,
-                        audio_from: key,
-                        await_keyframe: false,
-                    },
-                    None => JoinPoint {
-                        start: inner.head,
-                        audio_from: inner.head,
-                        await_keyframe: inner.has_video,
-                    },
-                };
+                let at = inner.skip_point();
                 self.start_at(&inner, at);
                 drop(inner);
                 return self.next_map(map);

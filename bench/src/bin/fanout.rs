@@ -25,22 +25,20 @@
 //! Usage: `fanout [--secs S] [--viewers 1,100,10000] [--mode ring|tasks|paced|all]`.
 //! Prints one markdown table to stdout.
 
+#[path = "../micro_common.rs"]
+mod micro_common;
+use micro_common::*;
+
 use std::cell::Cell;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use shards::ring::{Next, Ring, RingConfig, RingItem, Subscriber};
 use shards::rt::{self, Queue};
 
-const PAYLOAD_BYTES: usize = 2048;
-/// Distinct payload buffers cycled through, so refcount updates spread over several
-/// cache lines as distinct frames' buffers would.
-const PAYLOAD_POOL: usize = 256;
 /// FLV tag header + payload + previous tag size.
 const FLV_TAG_BYTES: u64 = 11 + PAYLOAD_BYTES as u64 + 4;
 const KEYFRAME_EVERY: u64 = 60;
@@ -74,18 +72,6 @@ impl RingItem for Frame {
     fn byte_len(&self) -> usize {
         self.payload.len()
     }
-}
-
-/// Refcounted payloads, each cloned once so `Bytes` is already in its shared
-/// (refcounted) representation, as a payload cut from an ingest buffer is.
-fn payload_pool() -> Vec<Bytes> {
-    (0..PAYLOAD_POOL)
-        .map(|i| {
-            let b = Bytes::from(vec![i as u8; PAYLOAD_BYTES]);
-            drop(b.clone());
-            b
-        })
-        .collect()
 }
 
 fn frame(n: u64, pool: &[Bytes]) -> Frame {
@@ -139,57 +125,6 @@ fn deliver(sub: &mut Subscriber<Frame>, builds: &Cell<u64>) -> Delivery {
             )
         }
     }
-}
-
-/// User + system CPU time of the calling thread.
-fn thread_cpu() -> Cpu {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let u = getrusage(UsageWho::RUSAGE_THREAD)
-        .expect("RUSAGE_THREAD exists on every Linux this runs on (2.6.26+)");
-    let tv =
-        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
-    Cpu {
-        user: tv(u.user_time()),
-        system: tv(u.system_time()),
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Cpu {
-    user: Duration,
-    system: Duration,
-}
-
-impl Cpu {
-    fn since(self, start: Cpu) -> Cpu {
-        Cpu {
-            user: self.user - start.user,
-            system: self.system - start.system,
-        }
-    }
-    fn total(self) -> Duration {
-        self.user + self.system
-    }
-}
-
-/// Returns `Pending` once after waking itself: glommio puts the task at the back of
-/// its queue, so every task woken before it runs first.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-fn yield_now() -> YieldNow {
-    YieldNow(false)
 }
 
 /// One measured run.
@@ -418,34 +353,6 @@ fn run_tasks(viewers: usize, run_for: Duration, pace: Pace) -> Row {
     handle
         .join()
         .unwrap_or_else(|_| panic!("the benchmark shard panicked (see above)"))
-}
-
-/// Run `f` on its own thread and give up on the whole benchmark if it takes longer than
-/// `limit`: glommio 0.9 executors were seen to park for good with work pending (both
-/// shards asleep in io_uring_enter until a debugger attached), and a benchmark must
-/// stop by itself.
-fn with_deadline<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let runner = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = runner.join();
-            v
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            eprintln!("{what}: no result after {limit:?}: a shard hung (glommio lost wake-up?); giving up");
-            std::process::exit(3);
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            panic!("{what}: the benchmark thread panicked (see above)")
-        }
-    }
 }
 
 struct Args {

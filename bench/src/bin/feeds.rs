@@ -22,12 +22,14 @@
 //!
 //! Usage: `feeds [--secs S]`. Prints one markdown table to stdout.
 
-use std::future::Future;
-use std::pin::Pin;
+#[path = "../micro_common.rs"]
+mod micro_common;
+use micro_common::*;
+
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::task::{Context, Poll};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,8 +39,6 @@ use shards::hub::{Hub, HubConfig};
 use shards::ring::{Next, RingItem};
 use shards::{rt, run_shards, Shutdown};
 
-const PAYLOAD_BYTES: usize = 2048;
-const PAYLOAD_POOL: usize = 256;
 const KEYFRAME_EVERY: u64 = 60;
 /// At `max` load, 1 item in this many carries a timestamp.
 const STAMP_EVERY: u64 = 64;
@@ -81,43 +81,6 @@ impl RingItem for Stamped {
 }
 
 type BenchHub = Hub<String, Stamped, ()>;
-
-/// Refcounted payloads, each already in `Bytes`' shared representation.
-fn payload_pool() -> Vec<Bytes> {
-    (0..PAYLOAD_POOL)
-        .map(|i| {
-            let b = Bytes::from(vec![i as u8; PAYLOAD_BYTES]);
-            drop(b.clone());
-            b
-        })
-        .collect()
-}
-
-/// User + system CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let u = getrusage(UsageWho::RUSAGE_THREAD)
-        .expect("RUSAGE_THREAD exists on every Linux this runs on (2.6.26+)");
-    let tv =
-        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
-    tv(u.user_time()) + tv(u.system_time())
-}
-
-/// Returns `Pending` once after waking itself, so the shard's other tasks (the hub's
-/// flush timer, the channel receiver) get a turn.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Load {
@@ -193,7 +156,7 @@ async fn publish_side(
     while hub.stats().feeds_out == 0 {
         rt::sleep(Duration::from_micros(100)).await;
     }
-    let cpu0 = thread_cpu();
+    let cpu0 = thread_cpu().total();
     let first_push_ns = shared.now_ns();
     let start = Instant::now();
     let mut n = 0;
@@ -223,7 +186,7 @@ async fn publish_side(
                 n += 1;
             }
             while n - shared.received.load(Ordering::Acquire) > window {
-                YieldNow(false).await;
+                yield_now().await;
             }
             if start.elapsed() >= run_for {
                 break;
@@ -232,9 +195,9 @@ async fn publish_side(
     }
     publisher.push(item(n, Kind::Last, 0));
     while !shared.done.load(Ordering::Acquire) {
-        YieldNow(false).await;
+        yield_now().await;
     }
-    let cpu = thread_cpu() - cpu0;
+    let cpu = thread_cpu().total() - cpu0;
     let stats = hub.stats();
     SenderSide {
         items: n,
@@ -262,7 +225,7 @@ async fn subscribe_side(hub: Rc<BenchHub>, shared: Arc<Shared>) -> ReceiverSide 
         match sub.next() {
             Next::Item { item, .. } => match item.kind {
                 Kind::Measured => {
-                    cpu0.get_or_insert_with(thread_cpu);
+                    cpu0.get_or_insert_with(|| thread_cpu().total());
                     assert_eq!(item.n, items, "the feed delivers every item, in order");
                     items += 1;
                     // Read the clock only for stamped items: at max load it would cost
@@ -286,7 +249,7 @@ async fn subscribe_side(hub: Rc<BenchHub>, shared: Arc<Shared>) -> ReceiverSide 
         }
     }
     let last_arrival_ns = shared.now_ns();
-    let cpu = cpu0.map_or(Duration::ZERO, |c| thread_cpu() - c);
+    let cpu = cpu0.map_or(Duration::ZERO, |c| thread_cpu().total() - c);
     shared.done.store(true, Ordering::Release);
     ReceiverSide {
         items,
@@ -344,34 +307,6 @@ fn run(spec: &Spec, run_for: Duration) -> (SenderSide, ReceiverSide) {
         sender.expect("shard 0 reports before it exits"),
         receiver.expect("shard 1 reports before it exits"),
     )
-}
-
-/// Run `f` on its own thread and give up on the whole benchmark if it takes longer than
-/// `limit`: glommio 0.9 executors were seen to park for good with work pending (both
-/// shards asleep in io_uring_enter until a debugger attached), and a benchmark must
-/// stop by itself.
-fn with_deadline<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let runner = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = runner.join();
-            v
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            eprintln!("{what}: no result after {limit:?}: a shard hung (glommio lost wake-up?); giving up");
-            std::process::exit(3);
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            panic!("{what}: the benchmark thread panicked (see above)")
-        }
-    }
 }
 
 fn header() -> &'static str {

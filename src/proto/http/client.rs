@@ -4,6 +4,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::header_fields;
 use super::{HttpError, Limits, Status};
 
 /// A response status line and header fields.
@@ -65,16 +66,7 @@ pub fn parse_response_head(
     let status = Status::new(code).ok_or_else(|| HttpError::Malformed {
         reason: format!("status code {code}"),
     })?;
-    let headers = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_fields(parsed.headers);
     buf.advance(len);
     Ok(Some(ResponseHead { status, headers }))
 }

@@ -73,3 +73,16 @@ impl HttpError {
         Response::error(self.status()).close()
     }
 }
+
+/// Header fields as (lowercased name, value), invalid UTF-8 in values replaced.
+pub(crate) fn header_fields(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::header_fields;
 use super::HttpError;
 
 /// Bounds on what a client may send.
@@ -186,16 +187,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         .path
         .expect("httparse fills the target of a complete request")
         .to_owned();
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    let headers: Vec<(String, String)> = header_fields(parsed.headers);
     let (path, query) = split_target(&target, &method)?;
 
     let mut request = Request {
