@@ -10,34 +10,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use shardcast::proto::rtmp::{self, MediaKind};
 
-/// Wait until the stream is live (listed by the API).
-fn wait_live(server: &Server, key: &str) {
-    wait_for(
-        &format!("stream {key} to be live"),
-        Duration::from_secs(15),
-        || {
-            let (status, _, body) = server.get(&format!("/api/streams/{key}"));
-            status == 200 && String::from_utf8_lossy(&body).contains("\"publishing\": true")
-        },
-    );
-}
-
-fn assert_clean_decode(what: &str, frames: u64, min_frames: u64, stderr: &str) {
-    assert!(
-        stderr.trim().is_empty(),
-        "{what}: decoder errors:\n{stderr}"
-    );
-    assert!(
-        frames >= min_frames,
-        "{what}: decoded {frames} frames, expected at least {min_frames}"
-    );
-}
-
 #[test]
 fn ffmpeg_publish_plays_over_rtmp_and_http_flv() {
     let server = Server::start("rtmp-basic", "");
     let mut publisher = publish_testsrc(&server.rtmp_url("live/basic"), 14, 25);
-    wait_live(&server, "live/basic");
+    wait_publishing(&server, "live/basic");
 
     let probe = ffprobe()
         .args([
@@ -82,7 +59,7 @@ fn late_joiner_mid_gop_decodes_from_its_first_frame() {
     let server = Server::start("rtmp-midgop", "");
     // A 4 s GOP: a joiner 3 s in is mid-GOP and needs the cached configs and GOP.
     let mut publisher = publish_testsrc(&server.rtmp_url("live/gop"), 12, 100);
-    wait_live(&server, "live/gop");
+    wait_publishing(&server, "live/gop");
     std::thread::sleep(Duration::from_millis(2500));
     let start = Instant::now();
     let (frames, stderr, _) = decode(&server.rtmp_url("live/gop"), 2);
@@ -101,8 +78,8 @@ fn duplicate_publish_is_refused_and_missing_stream_is_not_found() {
     let server = Server::start("rtmp-dup", "");
     let mut a = publish_testsrc(&server.rtmp_url("live/a"), 14, 25);
     let mut b = publish_testsrc(&server.rtmp_url("live/b"), 14, 25);
-    wait_live(&server, "live/a");
-    wait_live(&server, "live/b");
+    wait_publishing(&server, "live/a");
+    wait_publishing(&server, "live/b");
 
     let mut dup = RtmpClient::publisher(server.rtmp_port, "live", "a");
     dup.expect_status("NetStream.Publish.BadName");
@@ -129,7 +106,7 @@ fn publisher_reconnect_within_grace_keeps_viewers() {
     let server = Server::start("rtmp-grace", "[streams]\nreconnect_grace_ms = 5000\n");
     let url = server.rtmp_url("live/re");
     let mut first = publish_testsrc(&url, 4, 25);
-    wait_live(&server, "live/re");
+    wait_publishing(&server, "live/re");
     let viewer_url = server.http_url("live/re.flv");
     let viewer = std::thread::spawn(move || decode(&viewer_url, 10));
     let rtmp_port = server.rtmp_port;
@@ -180,7 +157,7 @@ fn publisher_reconnect_within_grace_keeps_viewers() {
 fn viewers_on_both_shards_receive_the_same_frames() {
     let server = Server::start("rtmp-shards", "");
     let mut publisher = publish_testsrc(&server.rtmp_url("live/many"), 14, 25);
-    wait_live(&server, "live/many");
+    wait_publishing(&server, "live/many");
     let mut viewers: Vec<RtmpClient> = (0..16)
         .map(|_| RtmpClient::player(server.rtmp_port, "live", "many"))
         .collect();
@@ -383,7 +360,7 @@ fn enhanced_rtmp_hevc_and_av1_reach_rtmp_and_http_flv_viewers_byte_identical() {
 fn bad_input_closes_only_that_connection() {
     let server = Server::start("rtmp-bad", "[rtmp]\nmax_message_bytes = 1048576\n");
     let mut publisher = publish_testsrc(&server.rtmp_url("live/safe"), 60, 25);
-    wait_live(&server, "live/safe");
+    wait_publishing(&server, "live/safe");
     let mut watcher = FlvViewer::open(&server, "/live/safe.flv");
     watcher.pump(Duration::from_millis(500));
     let before = watcher.raw.len();

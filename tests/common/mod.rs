@@ -687,3 +687,15 @@ pub fn end_process(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A decode with no error lines from the decoder and at least `min_frames` frames.
+pub fn assert_clean_decode(what: &str, frames: u64, min_frames: u64, stderr: &str) {
+    assert!(
+        stderr.trim().is_empty(),
+        "{what}: decoder errors:\n{stderr}"
+    );
+    assert!(
+        frames >= min_frames,
+        "{what}: decoded {frames} frames, expected at least {min_frames}"
+    );
+}
