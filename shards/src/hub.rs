@@ -430,7 +430,7 @@ where
         self.flush_now();
     }
 
-    fn handle(&self, from: usize, env: Envelope<K, T>) {
+    fn handle(&self, _from: usize, env: Envelope<K, T>) {
         match env {
             Envelope::OpenFeed { key, feed, from } => {
                 let stream = self.owned.borrow().get(&key).cloned();
@@ -473,10 +473,7 @@ where
                     }
                 }
             }
-            Envelope::Run(work) => {
-                let _ = from;
-                work();
-            }
+            Envelope::Run(work) => work(),
         }
     }
 

@@ -59,7 +59,6 @@ impl TrackFilter {
 pub struct Egress {
     bufs: Vec<Bytes>,
     bytes: usize,
-    pub frames_sent: u64,
 }
 
 impl Egress {
@@ -97,7 +96,6 @@ impl Egress {
             match next {
                 Next::Item { item: Some(b), .. } => {
                     wrap(self, b);
-                    self.frames_sent += 1;
                 }
                 Next::Item { item: None, .. } => {}
                 Next::Pending => return None,

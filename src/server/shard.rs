@@ -339,14 +339,3 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
         }
     }
 }
-
-/// Counters are only read from other shards through [`ShardMetrics`]; keep this the one
-/// place that knows the relation between open connections and shutdown.
-pub fn is_stopping() -> bool {
-    CURRENT.with(|c| {
-        c.borrow()
-            .as_ref()
-            .map(|s| s.stopping.is_fired())
-            .unwrap_or(true)
-    })
-}
