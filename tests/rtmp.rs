@@ -16,23 +16,10 @@ fn ffmpeg_publish_plays_over_rtmp_and_http_flv() {
     let mut publisher = publish_testsrc(&server.rtmp_url("live/basic"), 14, 25);
     wait_publishing(&server, "live/basic");
 
-    let probe = ffprobe()
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(server.rtmp_url("live/basic"))
-        .output()
-        .unwrap();
-    let codecs = String::from_utf8_lossy(&probe.stdout);
+    let (codecs, stderr) = probe_codecs(&server.rtmp_url("live/basic"));
     assert!(
-        codecs.contains("h264") && codecs.contains("aac"),
-        "ffprobe over RTMP saw: {codecs:?} {}",
-        String::from_utf8_lossy(&probe.stderr)
+        codecs.iter().any(|c| c == "h264") && codecs.iter().any(|c| c == "aac"),
+        "ffprobe over RTMP saw: {codecs:?} {stderr}"
     );
 
     let (frames, stderr, _) = decode(&server.rtmp_url("live/basic"), 3);

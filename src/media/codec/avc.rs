@@ -289,19 +289,7 @@ impl AvcSps {
         let crop_y = sub_h * field_factor * (crop[2] + crop[3]);
         let full_w = width_mbs * 16;
         let full_h = height_map_units * 16 * field_factor;
-        let (Some(width), Some(height)) = (full_w.checked_sub(crop_x), full_h.checked_sub(crop_y))
-        else {
-            return Err(CodecError::invalid(
-                SPS,
-                "cropping exceeds the picture size",
-            ));
-        };
-        if width == 0 || height == 0 || width > 1 << 16 || height > 1 << 16 {
-            return Err(CodecError::invalid(
-                SPS,
-                format!("picture size {width}x{height}"),
-            ));
-        }
+        let (width, height) = super::cropped_size(SPS, (full_w, full_h), (crop_x, crop_y))?;
         Ok(AvcSps {
             profile_idc,
             constraint_flags,

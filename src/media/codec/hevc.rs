@@ -291,20 +291,11 @@ impl HevcSps {
             2 => (2, 1),
             _ => (1, 1),
         };
-        let width = coded_w.checked_sub(sub_w * (window[0] + window[1]));
-        let height = coded_h.checked_sub(sub_h * (window[2] + window[3]));
-        let (Some(width), Some(height)) = (width, height) else {
-            return Err(CodecError::invalid(
-                SPS,
-                "conformance window exceeds the picture size",
-            ));
-        };
-        if width == 0 || height == 0 || width > 1 << 16 || height > 1 << 16 {
-            return Err(CodecError::invalid(
-                SPS,
-                format!("picture size {width}x{height}"),
-            ));
-        }
+        let crop = (
+            sub_w * (window[0] + window[1]),
+            sub_h * (window[2] + window[3]),
+        );
+        let (width, height) = super::cropped_size(SPS, (coded_w, coded_h), crop)?;
         Ok(HevcSps {
             general_profile_space,
             general_tier_flag,

@@ -50,6 +50,29 @@ impl CodecError {
     }
 }
 
+/// The displayed picture size: the coded size less the cropping (AVC frame cropping,
+/// HEVC conformance window), checked to be non-empty and at most 65,536 on a side.
+pub(crate) fn cropped_size(
+    what: &'static str,
+    coded: (u64, u64),
+    crop: (u64, u64),
+) -> Result<(u64, u64), CodecError> {
+    let (Some(width), Some(height)) = (coded.0.checked_sub(crop.0), coded.1.checked_sub(crop.1))
+    else {
+        return Err(CodecError::invalid(
+            what,
+            "cropping exceeds the picture size",
+        ));
+    };
+    if width == 0 || height == 0 || width > 1 << 16 || height > 1 << 16 {
+        return Err(CodecError::invalid(
+            what,
+            format!("picture size {width}x{height}"),
+        ));
+    }
+    Ok((width, height))
+}
+
 impl From<CodecError> for crate::proto::mux::MuxError {
     fn from(e: CodecError) -> Self {
         crate::proto::mux::MuxError::Malformed {
