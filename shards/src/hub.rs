@@ -181,10 +181,10 @@ where
             let hub_cell = Rc::clone(&hub_cell);
             let ready = Rc::clone(&ready);
             rt::spawn(Queue::Media, async move {
-                let rx = rt::channel::connect_receiver(rx).await;
+                let rx = rx.connect().await;
                 ready.wait().await;
                 let hub = hub_cell.borrow().clone().expect("set before ready fires");
-                while let Some(batch) = rt::channel::recv(&rx).await {
+                while let Some(batch) = rx.recv().await {
                     for env in batch {
                         hub.handle(from, env);
                     }
@@ -194,7 +194,7 @@ where
         let mut connected = Vec::with_capacity(senders.len());
         for tx in senders {
             connected.push(match tx {
-                Some(tx) => Some(rt::channel::connect_sender(tx).await),
+                Some(tx) => Some(tx.connect().await),
                 None => None,
             });
         }

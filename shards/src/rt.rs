@@ -181,45 +181,6 @@ pub mod channel {
         new_bounded, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
     };
 
-    /// How often a channel operation that may have missed its wake-up is polled again.
-    const REPOLL: std::time::Duration = std::time::Duration::from_millis(2);
-
-    /// Connect a sender on this executor. glommio 0.9 can lose the wake-up that tells
-    /// one side the other connected (seen as both executors parked forever at start-up,
-    /// about 1 run in 10 with two executors per core); its connector re-checks the peer
-    /// when polled, so poll it again on a short timer.
-    pub async fn connect_sender<M: Send + 'static>(tx: SharedSender<M>) -> ConnectedSender<M> {
-        let mut fut = Box::pin(tx.connect());
-        loop {
-            if let Some(c) = super::timeout(REPOLL, fut.as_mut()).await {
-                return c;
-            }
-        }
-    }
-
-    /// Connect a receiver on this executor (see [`connect_sender`]).
-    pub async fn connect_receiver<M: Send + 'static>(
-        rx: SharedReceiver<M>,
-    ) -> ConnectedReceiver<M> {
-        let mut fut = Box::pin(rx.connect());
-        loop {
-            if let Some(c) = super::timeout(REPOLL, fut.as_mut()).await {
-                return c;
-            }
-        }
-    }
-
-    /// The next message; `None` once the sender is gone. Re-polls every 100 ms as a
-    /// safety net against a lost wake-up (a dropped, pending `recv` loses no message).
-    pub async fn recv<M: Send + 'static>(rx: &ConnectedReceiver<M>) -> Option<M> {
-        loop {
-            if let Some(m) = super::timeout(std::time::Duration::from_millis(100), rx.recv()).await
-            {
-                return m;
-            }
-        }
-    }
-
     /// Send without waiting; a full or closed channel gives the message back.
     pub fn try_send<M: Send>(tx: &ConnectedSender<M>, msg: M) -> Result<(), M> {
         match tx.try_send(msg) {
