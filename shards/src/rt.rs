@@ -215,6 +215,19 @@ pub fn try_read(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>>
     }
 }
 
+/// Make a socket non-blocking. glommio 0.9 leaves accepted sockets blocking (it passes
+/// MSG_DONTWAIT on its own calls), so a raw `writev` on a full socket would park the
+/// whole shard in the kernel until the peer reads: every socket shardcast accepts or
+/// adopts goes through here first.
+pub fn set_nonblocking(stream: &TcpStream) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fd = stream.as_raw_fd();
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    Ok(())
+}
+
 /// Set SO_SNDBUF on a socket (the kernel doubles it for bookkeeping).
 pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> io::Result<()> {
     // SAFETY: the fd belongs to `stream`, which outlives this call.
@@ -234,10 +247,13 @@ pub fn release_stream(stream: TcpStream) -> io::Result<std::os::fd::OwnedFd> {
 }
 
 /// Adopt a socket released by another shard; must run on the adopting shard.
-pub fn adopt_stream(fd: std::os::fd::OwnedFd) -> TcpStream {
+pub fn adopt_stream(fd: std::os::fd::OwnedFd) -> io::Result<TcpStream> {
     // SAFETY: `fd` is an owned, open TCP socket (from `release_stream`); ownership
     // moves into the stream, which closes it.
-    unsafe { std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) }
+    let stream: TcpStream =
+        unsafe { std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+    set_nonblocking(&stream)?;
+    Ok(stream)
 }
 
 /// Write as much of `bufs` as the socket takes now, without waiting: one `writev` per

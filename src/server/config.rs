@@ -208,9 +208,18 @@ pub struct StreamsConfig {
     /// disconnected; 0 never disconnects; default 3.
     pub lag_skips_before_disconnect: u32,
     pub lag_window_ms: u64,
-    /// Gather frames for up to this long before writing to a viewer; 0 writes each
-    /// frame as it arrives; default 0.
-    pub write_batch_ms: u64,
+    /// Latency budget of viewer writes: audio and data wait (at most this long) to ride
+    /// with the next video frame, and a viewer is written to at most once per budget,
+    /// so each write is one fuller TCP segment. 0 writes every frame as it arrives.
+    #[serde(alias = "write_batch_ms")]
+    pub write_delay_ms: u64,
+    /// Under load a shard stretches the budget up to this, so it never saturates; the
+    /// effective value is `shardcast_write_delay_ms` in `/metrics`. Equal to
+    /// `write_delay_ms` turns stretching off.
+    pub max_write_delay_ms: u64,
+    /// A viewer whose socket accepts no bytes for this long is disconnected (counted as
+    /// `stalled`); default 10000.
+    pub send_stall_timeout_ms: u64,
     /// Gather frames for up to this long before sending them to another shard;
     /// default 1000.
     pub feed_batch_us: u64,
@@ -231,7 +240,9 @@ impl Default for StreamsConfig {
             max_viewers_per_stream: 0,
             lag_skips_before_disconnect: 3,
             lag_window_ms: 30_000,
-            write_batch_ms: 0,
+            write_delay_ms: 0,
+            max_write_delay_ms: 100,
+            send_stall_timeout_ms: 10_000,
             feed_batch_us: 1000,
             viewer_send_buffer_bytes: None,
         }
@@ -939,7 +950,19 @@ impl StreamsConfig {
             1000..=3_600_000,
             MS,
         )?;
-        check_range("streams.write_batch_ms", self.write_batch_ms, 0..=50, MS)?;
+        check_range("streams.write_delay_ms", self.write_delay_ms, 0..=500, MS)?;
+        check_range(
+            "streams.max_write_delay_ms",
+            self.max_write_delay_ms,
+            self.write_delay_ms..=1000,
+            MS,
+        )?;
+        check_range(
+            "streams.send_stall_timeout_ms",
+            self.send_stall_timeout_ms,
+            1000..=600_000,
+            MS,
+        )?;
         check_range(
             "streams.feed_batch_us",
             self.feed_batch_us,
@@ -1193,8 +1216,8 @@ mod tests {
              expected a whole number from 0 to 65535"
         );
         assert_eq!(
-            invalid_key("[streams]\nwrite_batch_ms = 51\n").0,
-            "streams.write_batch_ms"
+            invalid_key("[streams]\nwrite_delay_ms = 501\n").0,
+            "streams.write_delay_ms"
         );
     }
 

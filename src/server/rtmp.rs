@@ -112,7 +112,13 @@ fn adopt(h: Handover) {
         async move {
             ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
             let _open = shard.hold(|m| &m.open);
-            let stream = rt::adopt_stream(h.fd);
+            let stream = match rt::adopt_stream(h.fd) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(?peer, error = %e, "cannot adopt a handed-over publisher; closed");
+                    return;
+                }
+            };
             let mut session = Session {
                 shard: Rc::clone(&shard),
                 peer: h.peer,

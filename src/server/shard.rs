@@ -117,7 +117,7 @@ fn hub_config(config: &Config) -> HubConfig {
             lag_window: Duration::from_millis(s.lag_window_ms),
         },
         reconnect_grace: Duration::from_millis(s.reconnect_grace_ms),
-        wake_batch: Duration::from_millis(s.write_batch_ms),
+        wake_batch: Duration::from_millis(s.write_delay_ms),
         feed_batch: Duration::from_micros(s.feed_batch_us.max(1)),
         max_viewers: u64::from(s.max_viewers),
         max_viewers_per_stream: u64::from(s.max_viewers_per_stream),
@@ -300,6 +300,11 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
                 continue;
             }
         };
+        if let Err(e) = rt::set_nonblocking(&stream) {
+            // A blocking socket could park the shard on one peer: never serve one.
+            tracing::warn!(protocol = protocol.name(), error = %e, "cannot make an accepted socket non-blocking; closed");
+            continue;
+        }
         // No TCP_NODELAY: with Nagle, a viewer's small frames (audio) share segments while
         // earlier data is in flight, which cut the server's CPU per viewer by ~15% in the
         // benchmark at no measurable latency cost on a live stream (bench/RESULTS.md).

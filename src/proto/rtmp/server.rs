@@ -784,7 +784,7 @@ impl RtmpServerConn {
     }
 
     /// Accepts the pending play: StreamBegin, `NetStream.Play.Reset` (if asked),
-    /// `NetStream.Play.Start`, `|RtmpSampleAccess` and `NetStream.Data.Start`. From then
+    /// `NetStream.Play.Start` and `|RtmpSampleAccess`. From then
     /// on the driver writes media bytes (metadata and codec configs first).
     pub fn accept_play(&mut self) -> Result<(), RtmpError> {
         let Pending::Play {
@@ -822,14 +822,10 @@ impl RtmpServerConn {
             &["|RtmpSampleAccess".into(), true.into(), true.into()],
             cs,
         ));
-        self.transmit(message::data(
-            stream_id,
-            &[
-                "onStatus".into(),
-                Amf0Value::object([("code", "NetStream.Data.Start".into())]),
-            ],
-            cs,
-        ));
+        // No `onStatus NetStream.Data.Start` data message (FMS sends one): ffmpeg's FLV
+        // demuxer ignores `|RtmpSampleAccess` but turns any other unknown data message
+        // into a phantom `data` stream, which every ffmpeg-based player then sees.
+        // nginx-rtmp and SRS send neither.
         self.playing = Some(stream_id);
         self.resume()
     }
@@ -1097,7 +1093,6 @@ mod tests {
             [
                 "NetStream.Play.Reset",
                 "NetStream.Play.Start",
-                "NetStream.Data.Start"
             ]
         );
 
