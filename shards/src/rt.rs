@@ -11,20 +11,18 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
-pub use glommio::net::{TcpListener, TcpStream};
-pub use glommio::task::JoinHandle;
-pub use glommio::timer::Timer;
-
-/// Async I/O traits the runtime's sockets implement, and racing two futures.
-pub mod aio {
-    pub use futures_lite::future::or;
-    pub use futures_lite::{AsyncReadExt, AsyncWriteExt};
-}
+/// Race two futures: the first to finish wins, the other is dropped.
+pub use futures_lite::future::or;
 
 /// The task queues of the current shard.
 #[derive(Clone, Copy, Debug)]
@@ -117,18 +115,28 @@ where
     };
 }
 
+/// A spawned task whose result can be awaited; dropping it cancels the task.
+pub struct Task<T>(glommio::Task<T>);
+
+impl<T> Future for Task<T> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
 /// Spawn a task whose result can be awaited (or that is cancelled when the handle drops).
-pub fn spawn_task<F, T>(q: Queue, fut: F) -> glommio::Task<T>
+pub fn spawn_task<F, T>(q: Queue, fut: F) -> Task<T>
 where
     F: Future<Output = T> + 'static,
     T: 'static,
 {
-    match queue(q) {
+    Task(match queue(q) {
         Some(tq) => {
             glommio::spawn_local_into(fut, tq).expect("queues are created at executor start")
         }
         None => glommio::spawn_local(fut),
-    }
+    })
 }
 
 /// Spawn a task whose panic (a bug) ends only that task: the panic is caught, and
@@ -192,109 +200,223 @@ pub mod channel {
     }
 }
 
-/// Bind a TCP listener with SO_REUSEPORT (glommio always sets it), so every shard binds
-/// the same port and the kernel spreads connections over shards.
-pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(io::Error::from)
-}
+/// A listening TCP socket of this shard (SO_REUSEPORT: every shard binds the same port
+/// and the kernel spreads connections over shards; glommio always sets it).
+pub struct TcpListener(glommio::net::TcpListener);
 
-/// Read what the socket has without waiting: `Ok(None)` when nothing is there, `Ok(Some(0))`
-/// at end of stream. For viewers, which only need to drain the little their player
-/// sends (acks, pings) now and then: a pending read per viewer per frame costs an
-/// io_uring poll set-up and cancel each time.
-pub fn try_read(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    match nix::sys::socket::recv(
-        stream.as_raw_fd(),
-        buf,
-        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-    ) {
-        Ok(n) => Ok(Some(n)),
-        Err(nix::errno::Errno::EAGAIN) => Ok(None),
-        Err(nix::errno::Errno::EINTR) => Ok(None),
-        Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+impl TcpListener {
+    pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        glommio::net::TcpListener::bind(addr)
+            .map(TcpListener)
+            .map_err(io::Error::from)
+    }
+
+    /// The next connection, already non-blocking (see [`TcpStream`]).
+    pub async fn accept(&self) -> io::Result<TcpStream> {
+        let inner = self.0.accept().await.map_err(io::Error::from)?;
+        TcpStream::new(inner)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr().map_err(io::Error::from)
     }
 }
 
-/// Make a socket non-blocking. glommio 0.9 leaves accepted sockets blocking (it passes
-/// MSG_DONTWAIT on its own calls), so a raw `writev` on a full socket would park the
-/// whole shard in the kernel until the peer reads: every socket shardcast accepts or
-/// adopts goes through here first.
-pub fn set_nonblocking(stream: &TcpStream) -> io::Result<()> {
+/// A connected TCP socket, always non-blocking.
+///
+/// glommio 0.9 leaves accepted sockets blocking (it passes MSG_DONTWAIT on its own
+/// calls), so a raw `writev` on a full socket would park the whole shard in the kernel
+/// until the peer reads (docs/runtime.md). Every stream is made non-blocking when it is
+/// created, and waiting is done only through io_uring readiness:
+/// - [`TcpStream::poll_read`] keeps one readiness poll armed across calls (glommio keeps
+///   the source in the stream), so a task that polls it next to other events pays
+///   nothing per wake-up until the peer actually sends something;
+/// - [`TcpStream::poll_write_some`] waits for POLLOUT when the socket is full.
+pub struct TcpStream {
+    inner: glommio::net::TcpStream,
+}
+
+impl TcpStream {
+    fn new(inner: glommio::net::TcpStream) -> io::Result<TcpStream> {
+        set_nonblocking(inner.as_raw_fd())?;
+        Ok(TcpStream { inner })
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr().map_err(io::Error::from)
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+
+    /// Read what the peer sent, waiting for it through io_uring.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use futures_lite::AsyncReadExt;
+        self.inner.read(buf).await
+    }
+
+    /// Poll for input; `Ready(Ok(0))` at end of stream. While nothing has arrived this
+    /// costs no system call: the readiness poll armed by the first call stays armed.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        use futures_lite::AsyncRead;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+
+    /// Read what the socket has without waiting: `Ok(None)` when nothing is there,
+    /// `Ok(Some(0))` at end of stream.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match nix::sys::socket::recv(
+            self.as_raw_fd(),
+            buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(n) => Ok(Some(n)),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(None),
+            Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+        }
+    }
+
+    /// Write as much of `bufs` as the socket takes now, without waiting: one `writev`
+    /// per call for everything pending (glommio has no vectored write). Returns the
+    /// bytes written; what is left stays in `bufs` (the socket is full).
+    pub fn try_write_vectored(&self, bufs: &mut Vec<Bytes>) -> io::Result<usize> {
+        let fd = self.as_raw_fd();
+        let mut written_total = 0;
+        while !bufs.is_empty() {
+            match writev_nonblocking(fd, bufs) {
+                Ok(n) => {
+                    written_total += n;
+                    consume(bufs, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written_total)
+    }
+
+    /// The socket was full: wait (io_uring POLLOUT) until it takes some of `bufs[0]`,
+    /// then write what else it takes. `Ready(Ok(n))` with `n > 0` bytes written.
+    pub fn poll_write_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &mut Vec<Bytes>,
+    ) -> Poll<io::Result<usize>> {
+        use futures_lite::AsyncWrite;
+        let Some(first) = bufs.first() else {
+            return Poll::Ready(Ok(0));
+        };
+        match Pin::new(&mut self.inner).poll_write(cx, first) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                consume(bufs, n);
+                Poll::Ready(self.try_write_vectored(bufs).map(|more| n + more))
+            }
+        }
+    }
+
+    /// Write all of `bufs`, waiting on POLLOUT while the socket is full; fails with
+    /// `TimedOut` when the peer takes nothing for `stall`. Only a full socket arms a
+    /// timer.
+    pub async fn write_all_vectored(
+        &mut self,
+        bufs: &mut Vec<Bytes>,
+        stall: Duration,
+    ) -> io::Result<usize> {
+        let mut written = self.try_write_vectored(bufs)?;
+        while !bufs.is_empty() {
+            let step = timeout(
+                stall,
+                std::future::poll_fn(|cx| self.poll_write_some(cx, bufs)),
+            );
+            match step.await {
+                Some(Ok(n)) => written += n,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("peer read nothing for {} ms", stall.as_millis()),
+                    ))
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Set SO_SNDBUF (the kernel doubles it for bookkeeping).
+    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        // SAFETY: the fd belongs to `self`, which outlives this call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.as_raw_fd()) };
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &bytes)
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))
+    }
+
+    /// Detach the socket from this executor so another shard can [`TcpStream::adopt`]
+    /// it: the fd is duplicated and this executor's handle closed.
+    pub fn release(self) -> io::Result<std::os::fd::OwnedFd> {
+        let fd = nix::unistd::dup(self.as_raw_fd())
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        drop(self);
+        // SAFETY: dup just returned this fd to us; nothing else owns it.
+        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+
+    /// Adopt a socket released by another shard; must run on the adopting shard.
+    pub fn adopt(fd: std::os::fd::OwnedFd) -> io::Result<TcpStream> {
+        // SAFETY: `fd` is an owned, open TCP socket (from `release`); ownership moves
+        // into the stream, which closes it.
+        let inner: glommio::net::TcpStream =
+            unsafe { std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+        TcpStream::new(inner)
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let fd = stream.as_raw_fd();
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
     let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
     fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
     Ok(())
 }
 
-/// Set SO_SNDBUF on a socket (the kernel doubles it for bookkeeping).
-pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> io::Result<()> {
-    // SAFETY: the fd belongs to `stream`, which outlives this call.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &bytes)
-        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+/// A timer that can be moved to a new deadline without being re-created, and polled
+/// next to other events in a hand-written future. Armed only while it exists.
+pub struct Deadline {
+    timer: glommio::timer::Timer,
+    at: Instant,
 }
 
-/// Detach a socket from this executor so another shard can adopt it with
-/// [`adopt_stream`]: the fd is duplicated and this executor's handle closed.
-pub fn release_stream(stream: TcpStream) -> io::Result<std::os::fd::OwnedFd> {
-    let fd =
-        nix::unistd::dup(stream.as_raw_fd()).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-    drop(stream);
-    // SAFETY: dup just returned this fd to us; nothing else owns it.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-}
-
-/// Adopt a socket released by another shard; must run on the adopting shard.
-pub fn adopt_stream(fd: std::os::fd::OwnedFd) -> io::Result<TcpStream> {
-    // SAFETY: `fd` is an owned, open TCP socket (from `release_stream`); ownership
-    // moves into the stream, which closes it.
-    let stream: TcpStream =
-        unsafe { std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-    set_nonblocking(&stream)?;
-    Ok(stream)
-}
-
-/// Write as much of `bufs` as the socket takes now, without waiting: one `writev` per
-/// call for everything pending (glommio has no vectored write). Returns the bytes
-/// written; what is left stays in `bufs` (the socket is full).
-pub fn try_write_vectored(stream: &TcpStream, bufs: &mut Vec<bytes::Bytes>) -> io::Result<usize> {
-    let fd = stream.as_raw_fd();
-    let mut written_total = 0;
-    while !bufs.is_empty() {
-        match writev_nonblocking(fd, bufs) {
-            Ok(n) => {
-                written_total += n;
-                consume(bufs, n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+impl Deadline {
+    pub fn at(at: Instant) -> Deadline {
+        Deadline {
+            timer: glommio::timer::Timer::new(at.saturating_duration_since(Instant::now())),
+            at,
         }
     }
-    Ok(written_total)
-}
 
-/// Write all of `bufs` to `stream`: `writev` while the socket takes it, and when it is
-/// full, an async write that waits for it to drain through io_uring.
-pub async fn write_all_vectored(
-    stream: &mut TcpStream,
-    bufs: &mut Vec<bytes::Bytes>,
-) -> io::Result<usize> {
-    use futures_lite::AsyncWriteExt;
-    let mut written_total = try_write_vectored(stream, bufs)?;
-    while !bufs.is_empty() {
-        // Full socket: glommio's write waits for POLLOUT through io_uring.
-        let n = stream.write(&bufs[0]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        written_total += n;
-        consume(bufs, n);
-        written_total += try_write_vectored(stream, bufs)?;
+    pub fn when(&self) -> Instant {
+        self.at
     }
-    Ok(written_total)
+
+    /// Move the deadline (a no-op when it is already there).
+    pub fn reset(&mut self, at: Instant) {
+        if at != self.at {
+            self.at = at;
+            self.timer
+                .reset(at.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.at {
+            return Poll::Ready(());
+        }
+        Pin::new(&mut self.timer).poll(cx).map(|_| ())
+    }
 }
 
 /// An append-only file written through io_uring (buffered I/O, so every completed write

@@ -12,21 +12,20 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use shards::rt::aio::AsyncReadExt;
 use shards::rt::{self, TcpStream};
 
 use crate::media::{Frame, StreamKey};
 use crate::proto::flv;
 use crate::proto::http::{self as h, Method, Request, Response, Status};
-use crate::server::egress::{Egress, EgressEnd, TrackFilter, INPUT_POLL};
+use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::media::{format, StreamSubscription};
-use crate::server::metrics::ShardMetrics;
+use crate::server::metrics::{Disconnect, ShardMetrics};
 use crate::server::shard::Shard;
 
 /// A keep-alive connection with no request for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A viewer that accepts no bytes for this long is dropped.
-const WRITE_STALL: Duration = Duration::from_secs(10);
+/// A request head (line and fields) must be complete this long after its first byte.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a request turned into.
 pub(crate) enum Reply {
@@ -39,9 +38,14 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
         max_head_bytes: shard.config.http.max_request_head_bytes,
         ..h::Limits::default()
     };
+    let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
     let mut buf = BytesMut::with_capacity(2048);
-    let mut scratch = vec![0u8; 8192];
+    let mut scratch = vec![0u8; 4096];
     loop {
+        // A request's head must arrive whole within HEAD_TIMEOUT of its first byte (a
+        // slow trickle is cut off, not just an idle socket); between requests a
+        // keep-alive connection may idle for IDLE_TIMEOUT.
+        let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
         let request = loop {
             match h::parse_request(&mut buf, &limits) {
                 Ok(Some(r)) => break r,
@@ -49,24 +53,37 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
                 Err(e) => {
                     tracing::debug!(peer = ?peer, error = %e, "bad HTTP request");
                     ShardMetrics::add(&shard.metrics().protocol_errors, 1);
-                    let _ = write_response(&mut stream, e.response().close(), None).await;
+                    let _ = write_response(&mut stream, e.response().close(), None, stall).await;
                     return;
                 }
             }
             if shard.stopping.is_fired() {
                 return;
             }
+            let wait = match head_deadline {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => IDLE_TIMEOUT,
+            };
             // An idle keep-alive connection also ends when the shard stops accepting.
-            let read = async { rt::timeout(IDLE_TIMEOUT, stream.read(&mut scratch)).await };
+            let read = async { rt::timeout(wait, stream.read(&mut scratch)).await };
             let stop = async {
                 shard.stopping.wait().await;
                 None
             };
-            match shards::rt::aio::or(read, stop).await {
-                Some(Ok(0)) | None | Some(Err(_)) => return,
+            match rt::or(read, stop).await {
+                Some(Ok(0)) | Some(Err(_)) => return,
+                None if head_deadline.is_some() && !shard.stopping.is_fired() => {
+                    tracing::debug!(peer = ?peer, "HTTP request head not complete in time");
+                    ShardMetrics::add(&shard.metrics().protocol_errors, 1);
+                    let timeout = Response::error(Status::REQUEST_TIMEOUT).close();
+                    let _ = write_response(&mut stream, timeout, None, stall).await;
+                    return;
+                }
+                None => return,
                 Some(Ok(n)) => {
                     ShardMetrics::add(&shard.metrics().bytes_in, n as u64);
                     buf.extend_from_slice(&scratch[..n]);
+                    head_deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
                 }
             }
         };
@@ -74,27 +91,34 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
         let reply = route(&request, &shard).await;
         match reply {
             Reply::Done(response) => {
-                let keep = match write_response(&mut stream, response, Some(&request)).await {
+                let keep = match write_response(&mut stream, response, Some(&request), stall).await
+                {
                     Ok(keep) => keep,
-                    Err(_) => return,
+                    Err(e) => {
+                        tracing::debug!(peer = ?peer, error = %e, "HTTP client gone");
+                        return;
+                    }
                 };
                 if !keep || shard.stopping.is_fired() {
                     return;
                 }
             }
             Reply::Flv(sub) => {
-                serve_flv(&mut stream, &request, *sub, &shard).await;
+                serve_flv(&mut stream, &request, *sub, &shard, stall).await;
                 return;
             }
         }
     }
 }
 
-/// Write a complete response; returns whether the connection stays open.
+/// Write a complete response; returns whether the connection stays open. A client that
+/// stops reading (e.g. one that pipelines requests and never reads the answers) fails
+/// the write after `stall` and is closed; it never holds the shard.
 async fn write_response(
     stream: &mut TcpStream,
     response: Response,
     request: Option<&Request>,
+    stall: Duration,
 ) -> std::io::Result<bool> {
     let encoded = match request {
         Some(r) => response.encode(r),
@@ -102,7 +126,7 @@ async fn write_response(
     };
     let mut bufs = vec![encoded.head];
     bufs.extend(encoded.body);
-    rt::write_all_vectored(stream, &mut bufs).await?;
+    stream.write_all_vectored(&mut bufs, stall).await?;
     Ok(encoded.keep_alive)
 }
 
@@ -191,14 +215,50 @@ pub(crate) fn stream_key(path: &str) -> Option<StreamKey> {
 /// The FLV tag of a frame: built once per frame per shard, shared by every HTTP-FLV
 /// viewer and the FLV recorder.
 pub(crate) fn flv_tag(frame: &Frame) -> Bytes {
-    flv::write_tag(frame, frame.dts_ms).unwrap_or_default()
+    match flv::write_tag(frame, frame.dts_ms) {
+        Ok(tag) => tag,
+        Err(e) => {
+            // Ingest bounds frames below the FLV tag limit, so this is a bug; the frame
+            // is skipped for this format, and the skip is visible.
+            serialize_failed("FLV", frame, &e);
+            Bytes::new()
+        }
+    }
 }
+
+/// The FLV tag of a frame as one HTTP chunk (size line, tag, CRLF), built once per
+/// frame per shard: chunked HTTP-FLV viewers write it as it is, with no framing per
+/// viewer.
+pub(crate) fn flv_chunk(frame: &Frame) -> Bytes {
+    let tag = flv_tag(frame);
+    if tag.is_empty() {
+        return tag;
+    }
+    let mut out = BytesMut::with_capacity(tag.len() + 12);
+    let [size_line, data, crlf] = h::chunk(tag);
+    out.extend_from_slice(&size_line);
+    out.extend_from_slice(&data);
+    out.extend_from_slice(&crlf);
+    out.freeze()
+}
+
+/// A frame could not be serialized for viewers: logged and counted, never silent.
+pub(crate) fn serialize_failed(format: &str, frame: &Frame, e: &dyn std::fmt::Display) {
+    ShardMetrics::add(&crate::server::metrics::SERIALIZE_ERRORS, 1);
+    tracing::error!(format, bytes = frame.payload.len(), dts_ms = frame.dts_ms, error = %e,
+        "bug: a frame could not be serialized for viewers; skipped");
+}
+
+/// A viewer of an FLV stream has nothing to say: what it sends is read and dropped, up to
+/// this much, then it is closed.
+const FLV_MAX_INPUT: usize = 64 * 1024;
 
 async fn serve_flv(
     stream: &mut TcpStream,
     request: &Request,
     mut sub: StreamSubscription,
     shard: &Rc<Shard>,
+    stall: Duration,
 ) {
     let key = sub.key().clone();
     let _viewer = shard.hold(|m| &m.flv_viewers);
@@ -215,56 +275,69 @@ async fn serve_flv(
     let mut out = Egress::default();
     out.push(encoded.head);
     if request.method == Method::Head {
-        let _ = out.flush(stream, WRITE_STALL).await;
+        let _ = out.flush(stream, stall).await;
         return;
     }
     let header = Bytes::copy_from_slice(&flv::file_header(has_audio, has_video));
     push_body(&mut out, header, chunked);
+    let (slot, build): (usize, fn(&Frame) -> Bytes) = if chunked {
+        (format::FLV_CHUNK, flv_chunk)
+    } else {
+        (format::FLV_TAG, flv_tag)
+    };
     tracing::debug!(stream = %key, remote = sub.is_remote(), "HTTP-FLV viewer joined");
     let mut scratch = [0u8; 512];
-    let mut next_input_poll = Instant::now();
-    let end = loop {
-        let end = out.gather(
-            &mut sub,
-            format::FLV_TAG,
-            TrackFilter::default(),
-            flv_tag,
-            |o, b| push_body(o, b, chunked),
-        );
-        match out.flush(stream, WRITE_STALL).await {
+    let mut input = 0usize;
+    let why = loop {
+        let end = out.gather(&mut sub, slot, TrackFilter::default(), build);
+        match out.write(stream, stall) {
             Ok(n) => ShardMetrics::add(&shard.metrics().bytes_out, n as u64),
             Err(e) => {
                 tracing::debug!(stream = %key, error = %e, "HTTP-FLV viewer gone");
-                break None;
+                break Disconnect::Error;
             }
         }
-        if let Some(end) = end {
-            break Some(end);
+        match end {
+            Some(EgressEnd::TooSlow { skips }) => {
+                ShardMetrics::add(&shard.metrics().slow_viewers, 1);
+                tracing::info!(stream = %key, skips, "HTTP-FLV viewer disconnected: too slow for the stream");
+                break Disconnect::TooSlow;
+            }
+            Some(EgressEnd::StreamEnded) => {
+                if chunked {
+                    out.push(Bytes::from_static(h::LAST_CHUNK));
+                }
+                let _ = out.flush(stream, stall).await;
+                break Disconnect::StreamEnded;
+            }
+            None => {}
         }
-        // Wait for frames only (no read or timer per frame); notice a closed connection
-        // by draining input without waiting at most every INPUT_POLL.
-        sub.wait().await;
-        let now = Instant::now();
-        if now >= next_input_poll {
-            next_input_poll = now + INPUT_POLL;
-            if matches!(rt::try_read(stream, &mut scratch), Ok(Some(0)) | Err(_)) {
-                break None;
+        match out
+            .wait(stream, Some(&sub), None, &mut scratch, stall)
+            .await
+        {
+            Ok(Wake::Media | Wake::Timer) => {}
+            Ok(Wake::Written(n)) => ShardMetrics::add(&shard.metrics().bytes_out, n as u64),
+            Ok(Wake::Input(0)) => break Disconnect::PeerClosed,
+            Ok(Wake::Input(n)) => {
+                ShardMetrics::add(&shard.metrics().bytes_in, n as u64);
+                input += n;
+                if input > FLV_MAX_INPUT {
+                    tracing::debug!(stream = %key, "HTTP-FLV viewer keeps sending; closed");
+                    break Disconnect::Error;
+                }
+            }
+            Err(e @ EgressError::Stalled(_)) => {
+                tracing::info!(stream = %key, error = %e, "HTTP-FLV viewer disconnected: stalled");
+                break Disconnect::Stalled;
+            }
+            Err(e) => {
+                tracing::debug!(stream = %key, error = %e, "HTTP-FLV viewer gone");
+                break Disconnect::Error;
             }
         }
     };
-    match end {
-        Some(EgressEnd::TooSlow { skips }) => {
-            ShardMetrics::add(&shard.metrics().slow_viewers, 1);
-            tracing::info!(stream = %key, skips, "HTTP-FLV viewer disconnected: too slow for the stream");
-        }
-        Some(EgressEnd::StreamEnded) => {
-            if chunked {
-                out.push(Bytes::from_static(h::LAST_CHUNK));
-                let _ = out.flush(stream, WRITE_STALL).await;
-            }
-        }
-        None => {}
-    }
+    shard.metrics().viewer_disconnected(why);
 }
 
 fn push_body(out: &mut Egress, b: Bytes, chunked: bool) {

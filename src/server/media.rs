@@ -14,6 +14,8 @@ pub mod format {
     pub const RTMP: usize = 0;
     /// A complete FLV tag plus its PreviousTagSize.
     pub const FLV_TAG: usize = 1;
+    /// The same FLV tag framed as one HTTP/1.1 chunk (chunked HTTP-FLV viewers).
+    pub const FLV_CHUNK: usize = 2;
 }
 
 /// Config slots of a ring: what a late joiner needs before media.

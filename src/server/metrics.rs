@@ -32,11 +32,60 @@ pub struct ShardMetrics {
     /// Recordings open now (shutdown waits for them to close their files).
     pub recordings: AtomicU64,
     pub hls_segments: AtomicU64,
+    /// Viewers disconnected, by [`Disconnect`] reason.
+    pub viewer_disconnects: [AtomicU64; Disconnect::ALL.len()],
+    /// The viewer write budget in force on this shard (stretched under load), in µs.
+    pub write_delay_us: AtomicU64,
+    /// This shard thread's CPU use over the last second, in thousandths of a core.
+    pub load_permille: AtomicU64,
+}
+
+/// Frames that could not be serialized for viewers, process-wide: a bug if ever
+/// non-zero, so one shared counter (touched only on that error) is enough.
+pub static SERIALIZE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Why a viewer's connection ended (`shardcast_viewer_disconnects_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Its socket took no bytes for `streams.send_stall_timeout_ms`.
+    Stalled,
+    /// It fell out of the ring too often (`streams.lag_skips_before_disconnect`).
+    TooSlow,
+    /// The stream ended.
+    StreamEnded,
+    /// The player closed the connection or stopped playing.
+    PeerClosed,
+    /// A socket error, bad input, or shutdown.
+    Error,
+}
+
+impl Disconnect {
+    pub const ALL: [Disconnect; 5] = [
+        Disconnect::Stalled,
+        Disconnect::TooSlow,
+        Disconnect::StreamEnded,
+        Disconnect::PeerClosed,
+        Disconnect::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Disconnect::Stalled => "stalled",
+            Disconnect::TooSlow => "too_slow",
+            Disconnect::StreamEnded => "stream_ended",
+            Disconnect::PeerClosed => "peer_closed",
+            Disconnect::Error => "error",
+        }
+    }
 }
 
 impl ShardMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn viewer_disconnected(&self, why: Disconnect) {
+        Self::add(&self.viewer_disconnects[why as usize], 1);
     }
 
     pub fn open_connections(&self) -> u64 {
@@ -151,6 +200,47 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_viewer_disconnects_total Viewers disconnected, by reason\n# TYPE shardcast_viewer_disconnects_total counter"
+    );
+    for (i, s) in shards.iter().enumerate() {
+        for why in Disconnect::ALL {
+            let _ = writeln!(
+                out,
+                "shardcast_viewer_disconnects_total{{shard=\"{i}\",reason=\"{}\"}} {}",
+                why.label(),
+                s.viewer_disconnects[why as usize].load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_write_delay_ms Viewer write budget in force (stretched under load)\n# TYPE shardcast_write_delay_ms gauge"
+    );
+    for (i, s) in shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "shardcast_write_delay_ms{{shard=\"{i}\"}} {:.1}",
+            s.write_delay_us.load(Ordering::Relaxed) as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_shard_load Shard thread CPU over the last second (1 = one core)\n# TYPE shardcast_shard_load gauge"
+    );
+    for (i, s) in shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "shardcast_shard_load{{shard=\"{i}\"}} {:.3}",
+            s.load_permille.load(Ordering::Relaxed) as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP shardcast_serialize_errors_total Frames that could not be serialized for viewers (a bug if non-zero)\n# TYPE shardcast_serialize_errors_total counter\nshardcast_serialize_errors_total {}",
+        SERIALIZE_ERRORS.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP shardcast_uptime_seconds Seconds since start\n# TYPE shardcast_uptime_seconds gauge");
     let _ = writeln!(out, "shardcast_uptime_seconds {uptime_s:.1}");
     let _ = writeln!(

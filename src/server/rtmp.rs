@@ -14,22 +14,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shards::hub::{PublishError, SubscribeError};
-use shards::rt::aio::AsyncReadExt;
 use shards::rt::{self, Queue, TcpStream};
 
 use crate::media::{Frame, StreamKey};
 use crate::proto::flv::{self, TagKind};
 use crate::proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
 use crate::server::config::PlayMissing;
-use crate::server::egress::{Egress, EgressEnd, TrackFilter, INPUT_POLL};
+use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::ingest::Ingest;
 use crate::server::media::{format, StreamSubscription};
-use crate::server::metrics::ShardMetrics;
+use crate::server::metrics::{Disconnect, ShardMetrics};
 use crate::server::shard::{Held, Shard};
 
 /// A connection that completes no handshake/connect in this time is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const WRITE_STALL: Duration = Duration::from_secs(10);
 const READ_BUF: usize = 64 * 1024;
 
 /// The RTMP chunks of a frame for every RTMP viewer: a fmt-0 header with the absolute
@@ -40,7 +38,13 @@ pub(crate) fn rtmp_chunks(frame: &Frame) -> Bytes {
         TagKind::Video => MediaKind::Video,
         TagKind::Script => MediaKind::Data,
     };
-    rtmp::serialize_media(kind, frame.dts_ms as u32, &flv::write_body(frame)).unwrap_or_default()
+    match rtmp::serialize_media(kind, frame.dts_ms as u32, &flv::write_body(frame)) {
+        Ok(b) => b,
+        Err(e) => {
+            crate::server::http::serialize_failed("RTMP", frame, &e);
+            Bytes::new()
+        }
+    }
 }
 
 enum Role {
@@ -65,6 +69,8 @@ struct Session {
     role: Role,
     out: Egress,
     app: Option<String>,
+    /// A decision the core refused (see `Session::decided`).
+    failed: Option<rtmp::RtmpError>,
 }
 
 pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>) {
@@ -89,8 +95,9 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
         role: Role::Idle,
         out: Egress::default(),
         app: None,
+        failed: None,
     };
-    run(stream, session, Vec::new()).await;
+    run(stream, session).await;
 }
 
 /// A publisher connection handed over from another shard (see the module note).
@@ -112,7 +119,7 @@ fn adopt(h: Handover) {
         async move {
             ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
             let _open = shard.hold(|m| &m.open);
-            let stream = match rt::adopt_stream(h.fd) {
+            let stream = match TcpStream::adopt(h.fd) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(?peer, error = %e, "cannot adopt a handed-over publisher; closed");
@@ -126,12 +133,14 @@ fn adopt(h: Handover) {
                 role: Role::Idle,
                 out: Egress::default(),
                 app: h.app,
+                failed: None,
             };
             match session.start_publish(&h.key) {
-                Ok(None) => run(stream, session, Vec::new()).await,
+                Ok(None) => run(stream, session).await,
                 Ok(Some(_)) | Err(()) => {
                     let mut stream = stream;
-                    let _ = session.out.flush(&mut stream, WRITE_STALL).await;
+                    let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
+                    let _ = session.out.flush(&mut stream, stall).await;
                 }
             }
         },
@@ -139,130 +148,101 @@ fn adopt(h: Handover) {
     );
 }
 
-async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
-    let mut buf = vec![0u8; READ_BUF];
-    let mut bytes_in: &[u8] = &pending;
-    let mut next_input_poll = Instant::now();
+/// Input buffer of a connection before it publishes: a handshake (1,537 bytes), commands
+/// and a player's acks fit, so idle connections and viewers stay small.
+const SMALL_READ_BUF: usize = 4 * 1024;
+
+/// The one loop of an RTMP connection, in every role: feed one input (bytes, a timer) to
+/// the core, drain its events, write what is pending without waiting, then wait for the
+/// next input (see `Egress::wait`).
+async fn run(mut stream: TcpStream, mut s: Session) {
+    let mut buf = vec![0u8; SMALL_READ_BUF];
+    let mut input = 0;
+    let stall = Duration::from_millis(s.shard.config.streams.send_stall_timeout_ms);
     loop {
-        if !bytes_in.is_empty() {
-            if let Err(e) = s.conn.handle_bytes(Instant::now(), bytes_in) {
+        let now = Instant::now();
+        if input > 0 {
+            let bytes_in = &buf[..input];
+            input = 0;
+            if let Err(e) = s.conn.handle_bytes(now, bytes_in) {
                 ShardMetrics::add(&s.shard.metrics().protocol_errors, 1);
                 tracing::warn!(peer = ?s.peer, error = %e, "RTMP connection closed: bad input");
-                let _ = s.out.flush(&mut stream, WRITE_STALL).await;
+                s.close(&mut stream, Disconnect::Error, stall).await;
                 return;
             }
         }
-        if s.conn.poll_timeout().is_some_and(|t| t <= Instant::now()) {
-            s.conn.handle_timeout(Instant::now());
+        if s.conn.poll_timeout().is_some_and(|t| t <= now) {
+            s.conn.handle_timeout(now);
         }
         match s.drain_events() {
             Step::Continue => {}
-            Step::Close => {
-                let _ = s.out.flush(&mut stream, WRITE_STALL).await;
+            Step::Close(why) => {
+                s.close(&mut stream, why, stall).await;
                 return;
             }
             Step::Handover(owner, key) => {
-                let _ = s.out.flush(&mut stream, WRITE_STALL).await;
-                let Session {
-                    shard,
-                    peer,
-                    conn,
-                    app,
-                    ..
-                } = s;
-                match rt::release_stream(stream) {
-                    Ok(fd) => {
-                        tracing::info!(stream = %key, from = shard.id, to = owner, "publisher handed to the stream's owner shard");
-                        let h = Handover {
-                            fd,
-                            conn,
-                            peer,
-                            app,
-                            key,
-                        };
-                        shard.hub.run_on(owner, Box::new(move || adopt(h)));
-                    }
-                    Err(e) => {
-                        tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing")
-                    }
-                }
+                let _ = s.out.flush(&mut stream, stall).await;
+                s.hand_over(stream, owner, key);
                 return;
             }
         }
-        if let Role::Publishing(ingest) = &s.role {
-            ingest.flush_feeds();
-        }
-        if let Role::Waiting { key, until } = &s.role {
-            let (key, until) = (key.clone(), *until);
-            s.retry_waiting(&key, until);
+        match &s.role {
+            Role::Publishing(ingest) => {
+                ingest.flush_feeds();
+                if buf.len() < READ_BUF {
+                    buf.resize(READ_BUF, 0);
+                }
+            }
+            Role::Waiting { key, until } => {
+                let (key, until) = (key.clone(), *until);
+                s.retry_waiting(&key, until);
+            }
+            Role::Idle | Role::Playing { .. } => {}
         }
         // Media for a viewer goes after any control replies, in one write.
         let mut ended = None;
         if let Role::Playing { sub, filter, .. } = &mut s.role {
-            ended = s
-                .out
-                .gather(sub, format::RTMP, *filter, rtmp_chunks, |o, b| o.push(b));
+            ended = s.out.gather(sub, format::RTMP, *filter, rtmp_chunks);
         }
-        let viewer_ended = ended.is_some();
-        if let Some(end) = ended {
-            s.viewer_ended(end);
-        }
-        match s.out.flush(&mut stream, WRITE_STALL).await {
-            Ok(n) => {
-                ShardMetrics::add(&s.shard.metrics().bytes_out, n as u64);
-                s.conn.record_media_sent(n);
-            }
+        match s.out.write(&stream, stall) {
+            Ok(n) => s.sent(n),
             Err(e) => {
                 tracing::debug!(peer = ?s.peer, error = %e, "RTMP peer gone");
+                s.viewer_gone(Disconnect::Error);
                 return;
             }
         }
-        if viewer_ended {
+        if let Some(end) = ended {
+            s.viewer_ended(end);
             continue;
         }
-        // A viewer waits for frames only: no read and no timer per frame (each would be
-        // an io_uring poll or timeout set up and cancelled per viewer per frame). What
-        // its player sends (acks, pings, a close) is drained without waiting at most
-        // every INPUT_POLL, and the core's timers are checked on the way.
-        if let Role::Playing { sub, .. } = &s.role {
-            sub.wait().await;
-            let now = Instant::now();
-            bytes_in = &[];
-            if now >= next_input_poll {
-                next_input_poll = now + INPUT_POLL;
-                match rt::try_read(&stream, &mut buf) {
-                    Ok(None) => {}
-                    Ok(Some(0)) | Err(_) => return,
-                    Ok(Some(n)) => {
-                        ShardMetrics::add(&s.shard.metrics().bytes_in, n as u64);
-                        bytes_in = &buf[..n];
+        let wake = {
+            let timer = s.conn.poll_timeout();
+            let sub = match &s.role {
+                Role::Playing { sub, .. } => Some(&**sub),
+                _ => None,
+            };
+            let io = s.out.wait(&mut stream, sub, timer, &mut buf, stall);
+            // What else ends the wait, besides the socket and the core's timer.
+            let (role, shard) = (&s.role, &s.shard);
+            let other = async {
+                match role {
+                    // A viewer ends with its stream (the hub ends every ring at shutdown).
+                    Role::Playing { .. } => std::future::pending::<()>().await,
+                    Role::Publishing(ingest) => {
+                        let kicked = ingest.kicked();
+                        rt::or(kicked.wait(), shard.stopping.wait()).await
                     }
+                    Role::Idle => shard.stopping.wait().await,
+                    // The directory has no change notification; a waiting player polls it.
+                    Role::Waiting { .. } => rt::sleep(Duration::from_millis(100)).await,
                 }
-            }
-            continue;
-        }
-        // Wait for input, a kick (publisher), shutdown, or the core's next timer
-        // (handshake/idle timeouts, pings).
-        let wait = s.conn.poll_timeout().map_or(Duration::from_secs(60), |t| {
-            t.saturating_duration_since(Instant::now())
-        });
-        let read = async { Some(stream.read(&mut buf).await) };
-        let other = async {
-            match &s.role {
-                Role::Playing { .. } => {}
-                Role::Publishing(ingest) => {
-                    let kicked = ingest.kicked();
-                    shards::rt::aio::or(kicked.wait(), s.shard.stopping.wait()).await
-                }
-                Role::Idle => s.shard.stopping.wait().await,
-                // The directory has no change notification; a waiting player polls it.
-                Role::Waiting { .. } => rt::sleep(Duration::from_millis(100)).await,
-            }
-            None
+                None
+            };
+            rt::or(async { Some(io.await) }, other).await
         };
-        let input = rt::timeout(wait, shards::rt::aio::or(read, other)).await;
-        bytes_in = match input {
-            None | Some(None) => {
+        match wake {
+            None => {
                 let stop = match &s.role {
                     Role::Publishing(ingest) => {
                         ingest.kicked().is_fired() || s.shard.stopping.is_fired()
@@ -271,26 +251,97 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
                     Role::Playing { .. } | Role::Waiting { .. } => false,
                 };
                 if stop {
+                    s.close(&mut stream, Disconnect::Error, stall).await;
                     return;
                 }
-                &[]
             }
-            Some(Some(Ok(0))) | Some(Some(Err(_))) => return,
-            Some(Some(Ok(n))) => {
+            Some(Ok(Wake::Media | Wake::Timer)) => {}
+            Some(Ok(Wake::Written(n))) => s.sent(n),
+            Some(Ok(Wake::Input(0))) => {
+                s.viewer_gone(Disconnect::PeerClosed);
+                return;
+            }
+            Some(Ok(Wake::Input(n))) => {
                 ShardMetrics::add(&s.shard.metrics().bytes_in, n as u64);
-                &buf[..n]
+                input = n;
             }
-        };
+            Some(Err(e @ EgressError::Stalled(_))) => {
+                tracing::info!(peer = ?s.peer, error = %e, "RTMP viewer disconnected: stalled");
+                s.viewer_gone(Disconnect::Stalled);
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(peer = ?s.peer, error = %e, "RTMP peer gone");
+                s.viewer_gone(Disconnect::Error);
+                return;
+            }
+        }
     }
 }
 
 enum Step {
     Continue,
-    Close,
+    Close(Disconnect),
     Handover(usize, StreamKey),
 }
 
 impl Session {
+    /// `n` bytes reached the socket.
+    fn sent(&mut self, n: usize) {
+        if n > 0 {
+            ShardMetrics::add(&self.shard.metrics().bytes_out, n as u64);
+            self.conn.record_media_sent(n);
+        }
+    }
+
+    /// The connection ends; a playing viewer is counted by `why`.
+    fn viewer_gone(&mut self, why: Disconnect) {
+        if matches!(self.role, Role::Playing { .. }) {
+            self.shard.metrics().viewer_disconnected(why);
+        }
+    }
+
+    /// Write what is pending (replies, a status) and close.
+    async fn close(&mut self, stream: &mut TcpStream, why: Disconnect, stall: Duration) {
+        self.viewer_gone(why);
+        let _ = self.out.flush(stream, stall).await;
+    }
+
+    /// A core decision (accept/reject) the core refused: it is in a state the driver
+    /// did not expect. Counted, logged, and the connection closed.
+    fn decision_failed(&self, what: &str, e: rtmp::RtmpError) -> Step {
+        ShardMetrics::add(&self.shard.metrics().protocol_errors, 1);
+        tracing::warn!(peer = ?self.peer, error = %e, "RTMP {what} failed; closing the connection");
+        Step::Close(Disconnect::Error)
+    }
+
+    /// Move this publisher's connection to the shard that owns its stream.
+    fn hand_over(self, stream: TcpStream, owner: usize, key: StreamKey) {
+        let Session {
+            shard,
+            peer,
+            conn,
+            app,
+            ..
+        } = self;
+        match stream.release() {
+            Ok(fd) => {
+                tracing::info!(stream = %key, from = shard.id, to = owner, "publisher handed to the stream's owner shard");
+                let h = Handover {
+                    fd,
+                    conn,
+                    peer,
+                    app,
+                    key,
+                };
+                shard.hub.run_on(owner, Box::new(move || adopt(h)));
+            }
+            Err(e) => {
+                tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing")
+            }
+        }
+    }
+
     fn drain_events(&mut self) -> Step {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
@@ -298,40 +349,56 @@ impl Session {
                 RtmpEvent::ConnectRequested { app, .. } => {
                     let apps = &self.shard.config.rtmp.apps;
                     if apps.is_empty() || apps.iter().any(|a| *a == app) {
-                        let _ = self.conn.accept_connect();
+                        if let Err(e) = self.conn.accept_connect() {
+                            return self.decision_failed("connect accept", e);
+                        }
                         self.app = Some(app);
                     } else {
                         ShardMetrics::add(&self.shard.metrics().rejected, 1);
                         tracing::info!(peer = ?self.peer, %app, "RTMP connect rejected: unknown app");
-                        let _ = self.conn.reject_connect(&format!(
+                        let reason = format!(
                             "unknown application '{app}'; configured apps: {}",
                             apps.join(", ")
-                        ));
+                        );
+                        if let Err(e) = self.conn.reject_connect(&reason) {
+                            return self.decision_failed("connect reject", e);
+                        }
                     }
                 }
                 RtmpEvent::PublishRequested { name, .. } => {
                     let Some(key) = self.key_for(&name) else {
-                        let _ = self.conn.reject_publish(
+                        let r = self.conn.reject_publish(
                             "NetStream.Publish.BadName",
                             &format!("invalid stream name '{name}'"),
                         );
+                        if let Err(e) = r {
+                            return self.decision_failed("publish reject", e);
+                        }
                         continue;
                     };
                     match self.start_publish(&key) {
                         Ok(Some(owner)) => return Step::Handover(owner, key),
-                        Ok(None) => {}
-                        Err(()) => {}
+                        Ok(None) | Err(()) => {}
+                    }
+                    if let Some(e) = self.failed.take() {
+                        return self.decision_failed("publish decision", e);
                     }
                 }
                 RtmpEvent::PlayRequested { name, .. } => {
                     let Some(key) = self.key_for(&name) else {
-                        let _ = self.conn.reject_play(
+                        let r = self.conn.reject_play(
                             "NetStream.Play.StreamNotFound",
                             &format!("invalid stream name '{name}'"),
                         );
+                        if let Err(e) = r {
+                            return self.decision_failed("play reject", e);
+                        }
                         continue;
                     };
                     self.start_play(&key);
+                    if let Some(e) = self.failed.take() {
+                        return self.decision_failed("play decision", e);
+                    }
                 }
                 RtmpEvent::Media {
                     kind,
@@ -347,7 +414,7 @@ impl Session {
                         if let Err(e) = ingest.push_tag(tag, timestamp_ms, body) {
                             tracing::warn!(stream = %ingest.key(), error = %e, "publisher sent a frame that cannot be parsed; closing");
                             ShardMetrics::add(&self.shard.metrics().protocol_errors, 1);
-                            return Step::Close;
+                            return Step::Close(Disconnect::Error);
                         }
                     }
                 }
@@ -361,14 +428,25 @@ impl Session {
                         filter.video = on;
                     }
                 }
-                RtmpEvent::Unpublished | RtmpEvent::PlayStopped => self.role = Role::Idle,
+                RtmpEvent::Unpublished => self.role = Role::Idle,
+                RtmpEvent::PlayStopped => {
+                    self.viewer_gone(Disconnect::PeerClosed);
+                    self.role = Role::Idle;
+                }
                 RtmpEvent::Closed(reason) => {
                     tracing::debug!(peer = ?self.peer, ?reason, "RTMP connection closed by the core");
-                    return Step::Close;
+                    return Step::Close(Disconnect::PeerClosed);
                 }
             }
         }
         Step::Continue
+    }
+
+    /// Apply a decision to the core; a refusal is kept in `failed` for the event loop.
+    fn decided(&mut self, f: impl FnOnce(&mut RtmpServerConn) -> Result<(), rtmp::RtmpError>) {
+        if let Err(e) = f(&mut self.conn) {
+            self.failed.get_or_insert(e);
+        }
     }
 
     /// `name` may carry `?query` (kept for auth, not part of the key).
@@ -381,7 +459,7 @@ impl Session {
     fn start_publish(&mut self, key: &StreamKey) -> Result<Option<usize>, ()> {
         match Ingest::start(&self.shard, key) {
             Ok(ingest) => {
-                let _ = self.conn.accept_publish();
+                self.decided(|c| c.accept_publish());
                 self.role = Role::Publishing(Box::new(ingest));
                 Ok(None)
             }
@@ -389,9 +467,7 @@ impl Session {
             Err(e) => {
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
                 tracing::info!(stream = %key, peer = ?self.peer, error = %e, "publish refused");
-                let _ = self
-                    .conn
-                    .reject_publish("NetStream.Publish.BadName", &e.to_string());
+                self.decided(|c| c.reject_publish("NetStream.Publish.BadName", &e.to_string()));
                 Err(())
             }
         }
@@ -400,7 +476,7 @@ impl Session {
     fn start_play(&mut self, key: &StreamKey) {
         match self.shard.hub.subscribe(key) {
             Ok(sub) => {
-                let _ = self.conn.accept_play();
+                self.decided(|c| c.accept_play());
                 tracing::debug!(stream = %key, remote = sub.is_remote(), "RTMP viewer joined");
                 let viewer = self.shard.hold(|m| &m.rtmp_viewers);
                 self.role = Role::Playing {
@@ -412,7 +488,7 @@ impl Session {
             Err(SubscribeError::NotFound { .. })
                 if self.shard.config.rtmp.play_missing == PlayMissing::Wait =>
             {
-                let _ = self.conn.accept_play();
+                self.decided(|c| c.accept_play());
                 let wait = Duration::from_millis(self.shard.config.streams.idle_timeout_ms);
                 tracing::debug!(stream = %key, "RTMP viewer waits for the stream to be published");
                 self.role = Role::Waiting {
@@ -422,17 +498,13 @@ impl Session {
             }
             Err(SubscribeError::NotFound { .. }) => {
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
-                let _ = self.conn.reject_play(
-                    "NetStream.Play.StreamNotFound",
-                    &format!("stream '{key}' is not being published"),
-                );
+                let reason = format!("stream '{key}' is not being published");
+                self.decided(|c| c.reject_play("NetStream.Play.StreamNotFound", &reason));
             }
             Err(e) => {
                 ShardMetrics::add(&self.shard.metrics().rejected, 1);
                 tracing::info!(stream = %key, error = %e, "RTMP viewer refused");
-                let _ = self
-                    .conn
-                    .reject_play("NetStream.Play.Failed", &e.to_string());
+                self.decided(|c| c.reject_play("NetStream.Play.Failed", &e.to_string()));
             }
         }
     }
@@ -460,8 +532,16 @@ impl Session {
 
     fn viewer_ended(&mut self, end: EgressEnd) {
         match end {
-            EgressEnd::StreamEnded => self.conn.publish_ended(),
+            EgressEnd::StreamEnded => {
+                self.shard
+                    .metrics()
+                    .viewer_disconnected(Disconnect::StreamEnded);
+                self.conn.publish_ended();
+            }
             EgressEnd::TooSlow { skips } => {
+                self.shard
+                    .metrics()
+                    .viewer_disconnected(Disconnect::TooSlow);
                 ShardMetrics::add(&self.shard.metrics().slow_viewers, 1);
                 tracing::info!(peer = ?self.peer, skips, "RTMP viewer disconnected: too slow for the stream");
             }

@@ -226,7 +226,7 @@ async fn shard_main(
         listeners.push((Protocol::Http, SocketAddr::new(bind, config.http.port)));
     }
     for (protocol, addr) in listeners {
-        match rt::listen(addr) {
+        match TcpListener::bind(addr) {
             Ok(listener) => {
                 if shard.id == 0 {
                     tracing::info!(%addr, protocol = protocol.name(), "listening (every shard, SO_REUSEPORT)");
@@ -285,7 +285,7 @@ impl Protocol {
 
 async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>) {
     loop {
-        let accepted = shards::rt::aio::or(async { Some(listener.accept().await) }, async {
+        let accepted = rt::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;
             None
         })
@@ -300,16 +300,11 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
                 continue;
             }
         };
-        if let Err(e) = rt::set_nonblocking(&stream) {
-            // A blocking socket could park the shard on one peer: never serve one.
-            tracing::warn!(protocol = protocol.name(), error = %e, "cannot make an accepted socket non-blocking; closed");
-            continue;
-        }
         // No TCP_NODELAY: with Nagle, a viewer's small frames (audio) share segments while
         // earlier data is in flight, which cut the server's CPU per viewer by ~15% in the
         // benchmark at no measurable latency cost on a live stream (bench/RESULTS.md).
         if let Some(bytes) = shard.config.streams.viewer_send_buffer_bytes {
-            let _ = rt::set_send_buffer(&stream, bytes as usize);
+            let _ = stream.set_send_buffer(bytes as usize);
         }
         let peer = stream.peer_addr().ok();
         let shard = Rc::clone(&shard);

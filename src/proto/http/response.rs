@@ -21,6 +21,7 @@ impl Status {
     pub const FORBIDDEN: Status = Status(403);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    pub const REQUEST_TIMEOUT: Status = Status(408);
     pub const CONFLICT: Status = Status(409);
     pub const LENGTH_REQUIRED: Status = Status(411);
     pub const PAYLOAD_TOO_LARGE: Status = Status(413);
@@ -49,6 +50,7 @@ impl Status {
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            408 => "Request Timeout",
             409 => "Conflict",
             411 => "Length Required",
             413 => "Content Too Large",
