@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crate::directory::{ClaimError, Directory, Entry};
 use crate::event::LocalEvent;
+use crate::pace::{Pace, Pacer};
 use crate::ring::{Ring, RingConfig, RingItem, Subscriber};
 use crate::rt::{self, Queue};
 use crate::ShardContext;
@@ -117,12 +118,20 @@ struct Owned<K, T, S> {
     publishing: Cell<bool>,
     video_frames: Cell<u64>,
     last_tick: Cell<(u64, u64)>,
-    /// A deferred wake of the ring is scheduled (see `HubConfig::wake_batch`).
-    wake_armed: Rc<Cell<bool>>,
+    /// Write pacing of the ring's viewers (see `crate::pace`).
+    pace: Rc<RefCell<RingPace>>,
+}
+
+/// A ring's write pacing: the pure policy and the instant its timer is armed for.
+#[derive(Default)]
+struct RingPace {
+    pacer: Pacer,
+    timer_at: Option<std::time::Instant>,
 }
 
 struct Mirror<K, T, S> {
     ring: Rc<Ring<T>>,
+    pace: Rc<RefCell<RingPace>>,
     entry: Arc<Entry<K, S>>,
     feed: FeedId,
     owner: usize,
@@ -154,6 +163,8 @@ pub struct Hub<K: Send + 'static, T: Send + 'static, S> {
     flush_armed: Cell<bool>,
     viewers_total: Arc<AtomicU64>,
     stats: RefCell<HubStats>,
+    /// The write budget in force (starts at `config.wake_batch`; see `set_write_delay`).
+    write_delay: Cell<Duration>,
 }
 
 type Batch<K, T> = Vec<Envelope<K, T>>;
@@ -201,7 +212,6 @@ where
         let hub = Rc::new(Hub {
             id: ctx.id,
             dir,
-            config,
             owned: RefCell::default(),
             mirrors: RefCell::default(),
             mirror_by_feed: RefCell::default(),
@@ -211,6 +221,8 @@ where
             flush_armed: Cell::new(false),
             viewers_total,
             stats: RefCell::default(),
+            write_delay: Cell::new(config.wake_batch),
+            config,
         });
         *hub_cell.borrow_mut() = Some(Rc::clone(&hub));
         ready.fire();
@@ -235,6 +247,15 @@ where
 
     pub fn config(&self) -> &HubConfig {
         &self.config
+    }
+
+    /// Change the viewer write budget (the server stretches it under load).
+    pub fn set_write_delay(&self, d: Duration) {
+        self.write_delay.set(d);
+    }
+
+    pub fn write_delay(&self) -> Duration {
+        self.write_delay.get()
     }
 
     pub fn stats(&self) -> HubStats {
@@ -291,7 +312,7 @@ where
             publishing: Cell::new(true),
             video_frames: Cell::new(0),
             last_tick: Cell::new((0, 0)),
-            wake_armed: Rc::default(),
+            pace: Rc::default(),
         });
         self.owned
             .borrow_mut()
@@ -366,6 +387,7 @@ where
         let feed = FeedId(((self.id as u64) << 48) | n);
         let mirror = Rc::new(Mirror {
             ring: Rc::clone(ring),
+            pace: Rc::default(),
             entry: Arc::clone(entry),
             feed,
             owner: entry.owner,
@@ -459,11 +481,13 @@ where
                 let key = self.mirror_by_feed.borrow().get(&feed).cloned();
                 let mirror = key.and_then(|k| self.mirrors.borrow().get(&k).cloned());
                 if let Some(m) = mirror {
-                    // One wake for the whole batch.
+                    // Paced like the owner's ring, once for the whole batch.
+                    let mut video = false;
                     for item in items {
+                        video |= item.is_video();
                         m.ring.push_quiet(item);
                     }
-                    m.ring.wake();
+                    self.paced_wake(&m.ring, &m.pace, video);
                 }
             }
             Envelope::FeedEnded { feed } => {
@@ -474,6 +498,53 @@ where
                 }
             }
             Envelope::Run(work) => work(),
+        }
+    }
+
+    /// Items were pushed quietly into `ring`: wake its subscribers now or arm its timer,
+    /// as the pacer says (see `crate::pace`). One timer per ring at most.
+    fn paced_wake(&self, ring: &Rc<Ring<T>>, pace: &Rc<RefCell<RingPace>>, video: bool) {
+        let now = std::time::Instant::now();
+        let mut p = pace.borrow_mut();
+        match p.pacer.on_push(now, video, self.write_delay.get()) {
+            Pace::WakeNow => {
+                // A timer still armed is stale now; the next wait arms its own.
+                p.timer_at = None;
+                drop(p);
+                ring.wake();
+            }
+            Pace::WakeAt(at) => {
+                if p.timer_at.is_some_and(|t| t <= at) {
+                    return;
+                }
+                p.timer_at = Some(at);
+                let (ring, pace) = (Rc::downgrade(ring), Rc::clone(pace));
+                rt::spawn(Queue::Media, async move {
+                    let mut at = at;
+                    loop {
+                        rt::sleep(at.saturating_duration_since(std::time::Instant::now())).await;
+                        let mut p = pace.borrow_mut();
+                        if p.timer_at != Some(at) {
+                            return; // superseded by a wake or an earlier timer
+                        }
+                        p.timer_at = None;
+                        if p.pacer.on_timer(std::time::Instant::now()) {
+                            drop(p);
+                            if let Some(ring) = ring.upgrade() {
+                                ring.wake();
+                            }
+                            return;
+                        }
+                        match p.pacer.deadline() {
+                            Some(next) => {
+                                p.timer_at = Some(next);
+                                at = next;
+                            }
+                            None => return,
+                        }
+                    }
+                });
+            }
         }
     }
 
@@ -705,23 +776,10 @@ where
             self.hub.arm_flush();
         }
         drop(feeds);
-        let batch = self.hub.config.wake_batch;
-        if batch.is_zero() {
-            self.stream.ring.push(item);
-            return;
-        }
+        let video = item.is_video();
         self.stream.ring.push_quiet(item);
-        if !self.stream.wake_armed.replace(true) {
-            let (ring, armed) = (
-                Rc::clone(&self.stream.ring),
-                Rc::clone(&self.stream.wake_armed),
-            );
-            rt::spawn(Queue::Media, async move {
-                rt::sleep(batch).await;
-                armed.set(false);
-                ring.wake();
-            });
-        }
+        self.hub
+            .paced_wake(&self.stream.ring, &self.stream.pace, video);
     }
 
     /// Send the feed batches pending on this shard now. The ingest driver calls this after

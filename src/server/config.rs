@@ -240,7 +240,7 @@ impl Default for StreamsConfig {
             max_viewers_per_stream: 0,
             lag_skips_before_disconnect: 3,
             lag_window_ms: 30_000,
-            write_delay_ms: 0,
+            write_delay_ms: 40,
             max_write_delay_ms: 100,
             send_stall_timeout_ms: 10_000,
             feed_batch_us: 1000,

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod pacing;
 pub mod record;
 pub mod rtmp;
 pub mod shard;

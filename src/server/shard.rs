@@ -216,6 +216,7 @@ async fn shard_main(
         hls_waiters: RefCell::default(),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&shard)));
+    crate::server::pacing::start(&shard);
 
     let bind = config.server.bind;
     let mut listeners = Vec::new();
