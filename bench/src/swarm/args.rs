@@ -18,6 +18,11 @@ swarm: publish one live stream and play it back with many viewers, then report.
   --duration SECS       measured window once every viewer is connected (default 10)
   --warmup SECS         publishing before the first viewer joins (default 2)
   --ramp N              viewers connected per second (default 2000)
+  --hold SECS          after the window, keep publishing this long (markers on stderr:
+                        'swarm: window start/end', 'swarm: hold end'), default 0
+  --idle-rtmp N         N idle RTMP connections (handshake + connect, no play), opened
+                        before the window and held to the end (for memory per idle viewer)
+  --idle-http N         N idle HTTP keep-alive connections (one GET /healthz answered)
   --grace SECS          after the publisher stops, time for the last frames (default 1.5)
   --server-pid PID      sample this process's CPU and RSS over the window (repeatable)
   --label TEXT          copied into the JSON line
@@ -37,6 +42,9 @@ pub struct Args {
     pub warmup: Duration,
     pub ramp_per_s: usize,
     pub grace: Duration,
+    pub hold: Duration,
+    pub idle_rtmp: usize,
+    pub idle_http: usize,
     pub server_pids: Vec<u32>,
     pub label: String,
 }
@@ -54,6 +62,9 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         warmup: Duration::from_secs(2),
         ramp_per_s: 2000,
         grace: Duration::from_millis(1500),
+        hold: Duration::ZERO,
+        idle_rtmp: 0,
+        idle_http: 0,
         server_pids: Vec::new(),
         label: String::new(),
     };
@@ -83,6 +94,17 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--duration" => a.duration = secs(&value)?,
             "--warmup" => a.warmup = secs(&value)?,
             "--grace" => a.grace = secs(&value)?,
+            "--hold" => a.hold = secs(&value)?,
+            "--idle-rtmp" => {
+                a.idle_rtmp = value
+                    .parse()
+                    .map_err(|_| format!("--idle-rtmp {value}: not a count"))?
+            }
+            "--idle-http" => {
+                a.idle_http = value
+                    .parse()
+                    .map_err(|_| format!("--idle-http {value}: not a count"))?
+            }
             "--ramp" => {
                 a.ramp_per_s = value
                     .parse()

@@ -14,6 +14,7 @@
 //! Every phase has a deadline: the tool always stops by itself.
 
 mod args;
+mod idle;
 mod ledger;
 mod publisher;
 mod report;
@@ -433,6 +434,16 @@ fn run(args: &Args) -> Result<serde_json::Value, SwarmError> {
         publishing: true,
     };
     let pids: Vec<String> = args.server_pids.iter().map(u32::to_string).collect();
+    let idle_thread = (args.idle_rtmp + args.idle_http > 0).then(|| {
+        let (ra, ha, app, r, h) = (
+            args.rtmp,
+            args.http,
+            args.app.clone(),
+            args.idle_rtmp,
+            args.idle_http,
+        );
+        std::thread::spawn(move || idle::open(ra, &app, r, ha, h))
+    });
     let mut events = vec![EpollEvent::empty(); 1024];
 
     let tc_url = format!("rtmp://{}/{}", args.rtmp, args.app);
@@ -544,6 +555,9 @@ fn run(args: &Args) -> Result<serde_json::Value, SwarmError> {
         sample_rss(Instant::now(), &mut next_rss);
     }
 
+    // idle connections are all open before the window (their RSS is in it)
+    let idle_conns =
+        idle_thread.map(|h| h.join().expect("the idle-connection thread does not panic"));
     // 3. settle, then 4. the measured window
     let mut procs = ProcessStats::default();
     let mut phase_end = Instant::now() + SETTLE;
@@ -560,6 +574,7 @@ fn run(args: &Args) -> Result<serde_json::Value, SwarmError> {
             self0 = report::cpu_seconds("self").unwrap_or(0.0);
             procs.server_rss_window_start_kib = sum_rss(&pids);
             phase_end = now + args.duration;
+            eprintln!("swarm: window start");
         }
         swarm.publish_due(pub_token, now)?;
         let until = swarm
@@ -575,6 +590,27 @@ fn run(args: &Args) -> Result<serde_json::Value, SwarmError> {
     procs.server_cpu_s = cpu0.zip(sum_cpu(&pids)).map(|(a, b)| b - a);
     procs.swarm_cpu_s = report::cpu_seconds("self").unwrap_or(0.0) - self0;
     procs.swarm_rss_kib = report::memory_kib("self").map_or(0, |(rss, _)| rss);
+    eprintln!("swarm: window end");
+
+    // 4b. optional hold: the same load, outside the window (for strace/perf by the caller)
+    if !args.hold.is_zero() {
+        let hold_end = window_end + args.hold;
+        loop {
+            let now = Instant::now();
+            if now >= hold_end {
+                break;
+            }
+            swarm.publish_due(pub_token, now)?;
+            let until = swarm
+                .next_publish_due(pub_token)
+                .unwrap_or(hold_end)
+                .min(hold_end)
+                .min(next_rss);
+            swarm.poll(&mut events, until)?;
+            sample_rss(Instant::now(), &mut next_rss);
+        }
+        eprintln!("swarm: hold end");
+    }
 
     // 5. the publisher stops; the last frames drain
     swarm.publishing = false;
@@ -609,5 +645,12 @@ fn run(args: &Args) -> Result<serde_json::Value, SwarmError> {
     } else {
         &args.label
     };
-    Ok(report::json_line(label, &swarm.ledger, &stats, &procs))
+    let mut line = report::json_line(label, &swarm.ledger, &stats, &procs);
+    if let Some((open, failed, first)) = &idle_conns {
+        line["idle"] = serde_json::json!({
+            "rtmp_requested": args.idle_rtmp, "http_requested": args.idle_http,
+            "open": open.len(), "failed": failed, "first_error": first,
+        });
+    }
+    Ok(line)
 }
