@@ -3,7 +3,7 @@
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
-/// glommio refuses to start below this (DESIGN.md).
+/// glommio refuses to start below this (docs/runtime.md).
 pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! What one viewer costs the shard for one frame: reading it from the stream's
 //! [`Ring`] and fetching the frame's serialized bytes (built once per frame and shared,
-//! DESIGN.md "Serialize once"). The socket write is left out on purpose: it is measured
+//! docs/runtime.md, "Serialize once"). The socket write is left out on purpose: it is measured
 //! by the swarm benchmark, and it is the same cost whatever the fan-out design.
 //!
 //! Modes:

@@ -1091,7 +1091,7 @@ mod tests {
 
     #[test]
     fn shipped_config_file_documents_the_defaults() {
-        let text = include_str!("../../shardcast.toml");
+        let text = include_str!("../../../shardcast.toml");
         assert_eq!(parse_ok(text), Config::default());
     }
 
