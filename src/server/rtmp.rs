@@ -180,7 +180,7 @@ async fn run(mut stream: TcpStream, mut s: Session, pending: Vec<u8>) {
                             app,
                             key,
                         };
-                        shard.hub.run_on(owner, Box::new(move || adopt(h)));
+                        shard.hub.send(owner, Box::new(move || adopt(h)));
                     }
                     Err(e) => {
                         tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing")

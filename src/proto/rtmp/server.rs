@@ -1090,10 +1090,7 @@ mod tests {
         assert!(p.client.is_playing());
         assert_eq!(
             p.status_codes(),
-            [
-                "NetStream.Play.Reset",
-                "NetStream.Play.Start",
-            ]
+            ["NetStream.Play.Reset", "NetStream.Play.Start",]
         );
 
         // the driver writes shared bytes straight to the socket
