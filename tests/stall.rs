@@ -83,7 +83,11 @@ impl Seen {
             .filter(|m| m.kind == MediaKind::Video && m.body.get(1) != Some(&0))
             .map(|m| m.timestamp_ms)
             .collect();
-        let worst = video.windows(2).map(|w| w[1].wrapping_sub(w[0])).max().unwrap_or(u32::MAX);
+        let worst = video
+            .windows(2)
+            .map(|w| w[1].wrapping_sub(w[0]))
+            .max()
+            .unwrap_or(u32::MAX);
         let expected = FPS * (self.window.as_secs_f64() - 1.5);
         let diag = || {
             format!(
@@ -102,7 +106,11 @@ impl Seen {
             "no bytes for a while: {}",
             diag()
         );
-        assert!(video.len() as f64 >= expected * 0.9, "frames missing: {}", diag());
+        assert!(
+            video.len() as f64 >= expected * 0.9,
+            "frames missing: {}",
+            diag()
+        );
         let span_frames = (video[video.len() - 1] - video[0]) as f64 / 1000.0 * FPS + 1.0;
         assert!(
             (video.len() as f64 - span_frames).abs() <= 2.0,
@@ -123,7 +131,12 @@ fn watch_flv(server: &Server, path: &str, window: Duration) -> JoinHandle<Seen> 
         let (raw, max_wall_gap) = read_for(&mut sock, window);
         let (status, head, body) = parse_response(&raw);
         assert_eq!(status, 200, "{what}: {head}");
-        Seen { what, media: flv_tags_in(&body), max_wall_gap, window }
+        Seen {
+            what,
+            media: flv_tags_in(&body),
+            max_wall_gap,
+            window,
+        }
     })
 }
 
@@ -177,7 +190,12 @@ fn watch_rtmp(server: &Server, app: &str, name: &str, window: Duration) -> JoinH
         let what = format!("RTMP viewer of {app}/{name}");
         let media = std::mem::take(&mut c.media);
         c.stop();
-        Seen { what, media, max_wall_gap: max_gap, window }
+        Seen {
+            what,
+            media,
+            max_wall_gap: max_gap,
+            window,
+        }
     })
 }
 
@@ -222,11 +240,16 @@ fn closed_by_server(sock: &mut TcpStream, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         match sock.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return true,
         }
     }
@@ -260,14 +283,23 @@ fn stalled_viewers_are_dropped_and_nobody_else_waits() {
     let mut stuck: Vec<TcpStream> = (0..5)
         .map(|_| {
             let mut s = connect_small_rcvbuf(server.http_addr(), 4096);
-            s.write_all(b"GET /live/st.flv HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s.write_all(b"GET /live/st.flv HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
             s
         })
         .collect();
     let mut frozen = ffmpeg()
         // A 4 KiB receive buffer like the HTTP-FLV ones: with the kernel's autotuned
         // buffer (up to tcp_rmem's 6 MB) a frozen player would take minutes to fill.
-        .args(["-recv_buffer_size", "4096", "-i", &server.rtmp_url("live/st"), "-f", "null", "-"])
+        .args([
+            "-recv_buffer_size",
+            "4096",
+            "-i",
+            &server.rtmp_url("live/st"),
+            "-f",
+            "null",
+            "-",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -283,11 +315,11 @@ fn stalled_viewers_are_dropped_and_nobody_else_waits() {
     let mut newcomer = RtmpClient::player(server.rtmp_port, "live", "st");
     let first_keyframe = loop {
         newcomer.pump(Duration::from_millis(20));
-        if newcomer
-            .media
-            .iter()
-            .any(|m| m.kind == MediaKind::Video && m.body.first().is_some_and(|b| b >> 4 == 1) && m.body.get(1) == Some(&1))
-        {
+        if newcomer.media.iter().any(|m| {
+            m.kind == MediaKind::Video
+                && m.body.first().is_some_and(|b| b >> 4 == 1)
+                && m.body.get(1) == Some(&1)
+        }) {
             break t.elapsed();
         }
         assert!(
@@ -450,7 +482,14 @@ fn ffprobe_on_rtmp_play_lists_exactly_aac_and_h264() {
     let publisher = publish_testsrc(&server.rtmp_url("live/probe"), 20, 25);
     wait_publishing(&server, "live/probe");
     let out = ffprobe()
-        .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name", "-of", "compact=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name",
+            "-of",
+            "compact=p=0",
+        ])
         .arg(server.rtmp_url("live/probe"))
         .output()
         .expect("run ffprobe");
@@ -471,7 +510,10 @@ fn ffprobe_on_rtmp_play_lists_exactly_aac_and_h264() {
     streams.sort();
     assert_eq!(
         streams,
-        [("aac".to_owned(), "audio".to_owned()), ("h264".to_owned(), "video".to_owned())],
+        [
+            ("aac".to_owned(), "audio".to_owned()),
+            ("h264".to_owned(), "video".to_owned())
+        ],
         "ffprobe of RTMP play:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -485,8 +527,17 @@ fn early_joiner_gets_monotonic_dts_per_track() {
     // libx264 defaults (B-frames, so composition offsets), unlike publish_testsrc.
     let publisher = ffmpeg()
         .args(["-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "12"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "12",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "25", "-pix_fmt", "yuv420p",
+        ])
         .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
         .arg(server.rtmp_url("live/early"))
         .stdout(Stdio::null())
@@ -496,7 +547,17 @@ fn early_joiner_gets_monotonic_dts_per_track() {
     wait_publishing(&server, "live/early");
     let viewer = watch_flv(&server, "/live/early.flv", Duration::from_secs(4));
     let decoder = ffmpeg()
-        .args(["-loglevel", "warning", "-i", &server.rtmp_url("live/early"), "-t", "3", "-f", "null", "-"])
+        .args([
+            "-loglevel",
+            "warning",
+            "-i",
+            &server.rtmp_url("live/early"),
+            "-t",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ])
         .output()
         .expect("run ffmpeg");
     let seen = viewer.join().unwrap();
@@ -529,6 +590,11 @@ fn early_joiner_gets_monotonic_dts_per_track() {
         }
         last[track] = Some(m.timestamp_ms);
     }
-    assert!(counts[0] >= 50 && counts[1] >= 50, "too few tags: video {}, audio {}", counts[0], counts[1]);
+    assert!(
+        counts[0] >= 50 && counts[1] >= 50,
+        "too few tags: video {}, audio {}",
+        counts[0],
+        counts[1]
+    );
     end_process(publisher);
 }

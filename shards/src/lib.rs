@@ -13,7 +13,6 @@
 pub mod directory;
 pub mod event;
 pub mod hub;
-pub mod pace;
 pub mod preflight;
 pub mod ring;
 pub mod rt;

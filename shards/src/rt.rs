@@ -63,7 +63,7 @@ where
     std::thread::Builder::new().name(name.clone()).spawn(move || {
         let ex = LocalExecutorBuilder::new(placement)
             .name(&name)
-            // Sleeping costs a ~25-30 µs wake-up (DESIGN.md); a short spin avoids some of
+            // Sleeping costs a ~25-30 µs wake-up (docs/runtime.md); a short spin avoids some of
             // them under load. 50 µs cost up to 10% of a core at 1,000 frames/s with one
             // viewer (bench/RESULTS.md, runtime micro-benchmarks); 10 µs keeps most of the
             // benefit.
@@ -87,7 +87,7 @@ where
     })
 }
 
-/// The first timer on a glommio 0.9 executor can fire 30-50 ms late (DESIGN.md); take
+/// The first timer on a glommio 0.9 executor can fire 30-50 ms late (docs/runtime.md); take
 /// that hit at start-up, not on the first viewer's timeout.
 async fn warm_up_timers() {
     for _ in 0..3 {

@@ -46,7 +46,7 @@ pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
             let k = key.clone();
             shard
                 .hub
-                .run_on(entry.owner, Box::new(move || Shard::current().kick(&k)));
+                .send(entry.owner, Box::new(move || Shard::current().kick(&k)));
             json_response(
                 Status::OK,
                 json!({ "stream": key.as_str(), "kicked": true }),

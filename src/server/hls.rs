@@ -129,7 +129,7 @@ impl Packagers {
             let key = self.key.clone();
             shard
                 .hub
-                .run_on(to, Box::new(move || Shard::current().hls_updated(&key)));
+                .send(to, Box::new(move || Shard::current().hls_updated(&key)));
         }
     }
 

@@ -77,8 +77,13 @@ pub struct StreamInfo {
     pub channels: Option<u8>,
 }
 
-pub type StreamHub = shards::hub::Hub<StreamKey, Frame, StreamShared>;
-pub type StreamPublisher = shards::hub::Publisher<StreamKey, Frame, StreamShared>;
-pub type StreamSubscription = shards::hub::Subscription<StreamKey, Frame, StreamShared>;
+/// Work one shard hands another (transitional: becomes a typed command).
+pub type ShardCmd = Box<dyn FnOnce() + Send>;
+
+pub type StreamHub = shards::hub::Hub<StreamKey, Frame, StreamShared, ShardCmd>;
+pub type StreamPublisher = shards::hub::Publisher<StreamKey, Frame, StreamShared, ShardCmd>;
+pub type StreamSubscription = shards::hub::Subscription<StreamKey, Frame, StreamShared, ShardCmd>;
+/// What crosses the shard mesh.
+pub type MeshBatch = Vec<shards::hub::Envelope<StreamKey, Frame, ShardCmd>>;
 pub type StreamEntry = shards::directory::Entry<StreamKey, StreamShared>;
 pub type StreamDirectory = shards::directory::Directory<StreamKey, StreamShared>;

@@ -334,7 +334,7 @@ impl Session {
                     app,
                     key,
                 };
-                shard.hub.run_on(owner, Box::new(move || adopt(h)));
+                shard.hub.send(owner, Box::new(move || adopt(h)));
             }
             Err(e) => {
                 tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing")

@@ -117,7 +117,7 @@ fn hub_config(config: &Config) -> HubConfig {
             lag_window: Duration::from_millis(s.lag_window_ms),
         },
         reconnect_grace: Duration::from_millis(s.reconnect_grace_ms),
-        wake_batch: Duration::from_millis(s.write_delay_ms),
+        write_delay: Duration::from_millis(s.write_delay_ms),
         feed_batch: Duration::from_micros(s.feed_batch_us.max(1)),
         max_viewers: u64::from(s.max_viewers),
         max_viewers_per_stream: u64::from(s.max_viewers_per_stream),
@@ -194,7 +194,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 }
 
 async fn shard_main(
-    mut ctx: ShardContext<Vec<shards::hub::Envelope<crate::media::StreamKey, crate::media::Frame>>>,
+    mut ctx: ShardContext<crate::server::media::MeshBatch>,
     config: Arc<Config>,
     dir: Arc<StreamDirectory>,
     viewers: Arc<AtomicU64>,
@@ -202,6 +202,11 @@ async fn shard_main(
     fatal: Arc<Mutex<Vec<String>>>,
 ) {
     let hub: Rc<StreamHub> = Hub::start(&mut ctx, dir, viewers, hub_config(&config)).await;
+    hub.set_handler(|ev| {
+        if let shards::hub::HubEvent::Command(work) = ev {
+            work()
+        }
+    });
     let shard = Rc::new(Shard {
         id: ctx.id,
         count: ctx.count,

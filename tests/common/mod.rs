@@ -706,7 +706,10 @@ pub fn metric_sum_where(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| l.split_once('{').is_some_and(|(_, rest)| rest.split('}').next().unwrap_or("").contains(label)))
+        .filter(|l| {
+            l.split_once('{')
+                .is_some_and(|(_, rest)| rest.split('}').next().unwrap_or("").contains(label))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -714,17 +717,31 @@ pub fn metric_sum_where(text: &str, name: &str, label: &str) -> f64 {
 impl Server {
     /// [`metric_sum_where`] on this server's `/metrics`.
     pub fn metric_where(&self, name: &str, label: &str) -> f64 {
-        metric_sum_where(&String::from_utf8_lossy(&self.get("/metrics").2), name, label)
+        metric_sum_where(
+            &String::from_utf8_lossy(&self.get("/metrics").2),
+            name,
+            label,
+        )
     }
 }
 
 /// A TCP connection to `addr` whose receive buffer is set to `rcvbuf` bytes before the
 /// handshake (so the advertised window stays small): a viewer that can stop reading.
 pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
-    use nix::sys::socket::{connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
     use std::os::fd::AsRawFd;
-    let SocketAddr::V4(v4) = addr else { panic!("IPv4 loopback only") };
-    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).expect("socket");
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 loopback only")
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket");
     setsockopt(&fd, sockopt::RcvBuf, &rcvbuf).expect("SO_RCVBUF");
     connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).expect("connect");
     TcpStream::from(fd)
