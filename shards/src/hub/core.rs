@@ -343,6 +343,8 @@ where
         }
         stream.publishing = false;
         stream.entry.publishing.store(false, Ordering::Release);
+        // What the publisher sent last goes out now, not at its paced wake.
+        stream.ring.wake();
         let at = now + self.config.reconnect_grace;
         self.arm(at, Timer::Grace { id, generation });
     }
