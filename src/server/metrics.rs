@@ -214,27 +214,25 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP shardcast_write_delay_ms Viewer write budget in force (stretched under load)\n# TYPE shardcast_write_delay_ms gauge"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "shardcast_write_delay_ms{{shard=\"{i}\"}} {:.1}",
-            s.write_delay_us.load(Ordering::Relaxed) as f64 / 1000.0
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP shardcast_shard_load Shard thread CPU over the last second (1 = one core)\n# TYPE shardcast_shard_load gauge"
-    );
-    for (i, s) in shards.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "shardcast_shard_load{{shard=\"{i}\"}} {:.3}",
-            s.load_permille.load(Ordering::Relaxed) as f64 / 1000.0
-        );
+    // Gauges kept in thousandths, shown as decimals.
+    let scaled: &[(&str, &str, fn(&ShardMetrics) -> &AtomicU64)] = &[
+        (
+            "shardcast_write_delay_ms",
+            "Viewer write budget in force (stretched under load)",
+            |m| &m.write_delay_us,
+        ),
+        (
+            "shardcast_shard_load",
+            "Shard thread CPU over the last second (1 = one core)",
+            |m| &m.load_permille,
+        ),
+    ];
+    for &(name, help, f) in scaled {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (i, s) in shards.iter().enumerate() {
+            let v = f(s).load(Ordering::Relaxed) as f64 / 1000.0;
+            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {v:.3}");
+        }
     }
     let _ = writeln!(
         out,
