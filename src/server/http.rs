@@ -39,8 +39,10 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
         ..h::Limits::default()
     };
     let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
-    let mut buf = BytesMut::with_capacity(2048);
-    let mut scratch = vec![0u8; 4096];
+    // Small: an idle keep-alive connection holds both (a request head rarely exceeds
+    // 1 KiB; a larger one takes a few more reads, up to http.max_request_head_bytes).
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut scratch = vec![0u8; 1024];
     loop {
         // A request's head must arrive whole within HEAD_TIMEOUT of its first byte (a
         // slow trickle is cut off, not just an idle socket); between requests a

@@ -150,7 +150,7 @@ fn adopt(h: Handover) {
 
 /// Input buffer of a connection before it publishes: a handshake (1,537 bytes), commands
 /// and a player's acks fit, so idle connections and viewers stay small.
-const SMALL_READ_BUF: usize = 4 * 1024;
+const SMALL_READ_BUF: usize = 2 * 1024;
 
 /// The one loop of an RTMP connection, in every role: feed one input (bytes, a timer) to
 /// the core, drain its events, write what is pending without waiting, then wait for the

@@ -13,6 +13,9 @@ use super::chunk::{ChunkDecoder, ChunkDecoderConfig, RawMessage};
 use super::message::{self, split_aggregate, Message, UserControl};
 use super::RtmpError;
 
+/// Input buffer capacity a drained session may keep.
+const IDLE_INBUF: usize = 512;
+
 #[derive(Debug)]
 pub(crate) struct Session {
     /// Received bytes not yet decoded.
@@ -82,7 +85,15 @@ impl Session {
             let raw = match self.pending.pop_front() {
                 Some(raw) => raw,
                 None => match self.decoder.decode_chunk(&self.inbuf)? {
-                    None => return Ok(None),
+                    None => {
+                        // Drained: give back what the handshake and the commands grew
+                        // (a viewer then sends only a rare ack), so an idle or playing
+                        // connection holds no input buffer.
+                        if self.inbuf.is_empty() && self.inbuf.capacity() > IDLE_INBUF {
+                            self.inbuf = BytesMut::new();
+                        }
+                        return Ok(None);
+                    }
                     Some((used, msg)) => {
                         self.inbuf.advance(used);
                         self.received += used as u64;
