@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::proto::http::{Method, Request, Response, Status};
+use crate::server::cmd::ShardCmd;
 use crate::server::http::stream_key;
 use crate::server::shard::Shard;
 
@@ -43,10 +44,9 @@ pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
             let Some(entry) = shard.hub.directory().lookup(&key) else {
                 return error(Status::NOT_FOUND, &format!("stream '{key}' is not live"));
             };
-            let k = key.clone();
             shard
                 .hub
-                .send(entry.owner, Box::new(move || Shard::current().kick(&k)));
+                .send(entry.owner, ShardCmd::Kick { key: key.clone() });
             json_response(
                 Status::OK,
                 json!({ "stream": key.as_str(), "kicked": true }),

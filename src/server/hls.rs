@@ -18,6 +18,7 @@ use crate::proto::hls::{
 };
 use crate::proto::http::{Request, Response, Status};
 use crate::proto::ts::TsMuxer;
+use crate::server::cmd::ShardCmd;
 use crate::server::config::Config;
 use crate::server::media::StreamEntry;
 use crate::server::metrics::ShardMetrics;
@@ -127,9 +128,7 @@ impl Packagers {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         for to in 0..shard.count {
             let key = self.key.clone();
-            shard
-                .hub
-                .send(to, Box::new(move || Shard::current().hls_updated(&key)));
+            shard.hub.send(to, ShardCmd::HlsUpdated { key });
         }
     }
 

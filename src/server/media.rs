@@ -7,6 +7,7 @@ use arc_swap::ArcSwapOption;
 use shards::ring::RingItem;
 
 use crate::media::{Codec, Frame, FrameKind, StreamKey, Track};
+use crate::server::cmd::ShardCmd;
 
 /// Serialize-once format slots of a ring slot (see `shards::ring`).
 pub mod format {
@@ -76,9 +77,6 @@ pub struct StreamInfo {
     pub sample_rate: Option<u32>,
     pub channels: Option<u8>,
 }
-
-/// Work one shard hands another (transitional: becomes a typed command).
-pub type ShardCmd = Box<dyn FnOnce() + Send>;
 
 pub type StreamHub = shards::hub::Hub<StreamKey, Frame, StreamShared, ShardCmd>;
 pub type StreamPublisher = shards::hub::Publisher<StreamKey, Frame, StreamShared, ShardCmd>;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod egress;
 pub mod hls;

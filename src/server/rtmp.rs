@@ -19,6 +19,7 @@ use shards::rt::{self, Queue, TcpStream};
 use crate::media::{Frame, StreamKey};
 use crate::proto::flv::{self, TagKind};
 use crate::proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
+use crate::server::cmd::{Handover, ShardCmd};
 use crate::server::config::PlayMissing;
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::ingest::Ingest;
@@ -100,17 +101,9 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
     run(stream, session).await;
 }
 
-/// A publisher connection handed over from another shard (see the module note).
-struct Handover {
-    fd: std::os::fd::OwnedFd,
-    conn: RtmpServerConn,
-    peer: Option<SocketAddr>,
-    app: Option<String>,
-    key: StreamKey,
-}
-
-fn adopt(h: Handover) {
-    let shard = Shard::current();
+/// Serve a publisher connection handed over from another shard (see the module note).
+pub fn adopt(shard: &Rc<Shard>, h: Box<Handover>) {
+    let shard = Rc::clone(shard);
     let peer = h.peer;
     let on_panic =
         move |msg: String| tracing::error!(?peer, "bug: adopted publisher task panicked: {msg}");
@@ -334,7 +327,7 @@ impl Session {
                     app,
                     key,
                 };
-                shard.hub.send(owner, Box::new(move || adopt(h)));
+                shard.hub.send(owner, ShardCmd::AdoptPublisher(Box::new(h)));
             }
             Err(e) => {
                 tracing::warn!(stream = %key, error = %e, "cannot hand the publisher over; closing")

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shards::event::LocalEvent;
-use shards::hub::{Hub, HubConfig};
+use shards::hub::{Hub, HubConfig, HubEvent};
 use shards::ring::RingConfig;
 use shards::rt::{self, Queue, TcpListener, TcpStream};
 use shards::topology::Topology;
 use shards::{ShardContext, Shutdown};
 
+use crate::media::StreamKey;
+use crate::server::cmd::ShardCmd;
 use crate::server::config::Config;
 use crate::server::media::{StreamDirectory, StreamHub};
 use crate::server::metrics::ShardMetrics;
@@ -67,18 +69,7 @@ impl Drop for Held {
     }
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
-}
-
 impl Shard {
-    /// The shard running this code. Only valid on a shard thread.
-    pub fn current() -> Rc<Shard> {
-        CURRENT
-            .with(|c| c.borrow().clone())
-            .expect("Shard::current is only called from tasks on a shard")
-    }
-
     pub fn metrics(&self) -> &ShardMetrics {
         &self.metrics[self.id]
     }
@@ -202,11 +193,6 @@ async fn shard_main(
     fatal: Arc<Mutex<Vec<String>>>,
 ) {
     let hub: Rc<StreamHub> = Hub::start(&mut ctx, dir, viewers, hub_config(&config)).await;
-    hub.set_handler(|ev| {
-        if let shards::hub::HubEvent::Command(work) = ev {
-            work()
-        }
-    });
     let shard = Rc::new(Shard {
         id: ctx.id,
         count: ctx.count,
@@ -220,7 +206,12 @@ async fn shard_main(
         owner_streams: RefCell::default(),
         hls_waiters: RefCell::default(),
     });
-    CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&shard)));
+    let weak = Rc::downgrade(&shard);
+    shard.hub.set_handler(move |ev| {
+        if let Some(shard) = weak.upgrade() {
+            dispatch(&shard, ev);
+        }
+    });
     crate::server::pacing::start(&shard);
 
     let bind = config.server.bind;
@@ -271,7 +262,16 @@ async fn shard_main(
             "closing connections and recordings still open at the shutdown timeout"
         );
     }
-    CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// What another shard (or this one) asked of this shard, and what the hub reports.
+fn dispatch(shard: &Rc<Shard>, ev: HubEvent<StreamKey, ShardCmd>) {
+    match ev {
+        HubEvent::Command(ShardCmd::AdoptPublisher(h)) => crate::server::rtmp::adopt(shard, h),
+        HubEvent::Command(ShardCmd::HlsUpdated { key }) => shard.hls_updated(&key),
+        HubEvent::Command(ShardCmd::Kick { key }) => shard.kick(&key),
+        HubEvent::StreamEnded { .. } | HubEvent::MirrorEnded { .. } => {}
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

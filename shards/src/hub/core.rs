@@ -115,6 +115,9 @@ impl Ord for Due {
     }
 }
 
+/// Envelopes waiting for one destination shard, and how many items they hold.
+type Pending<K, T, C> = (Vec<Envelope<K, T, C>>, usize);
+
 const TICK: Duration = Duration::from_secs(1);
 
 /// One shard's streams and feeds, without I/O.
@@ -131,7 +134,7 @@ pub struct HubCore<K, T, S, C> {
     mirror_by_feed: HashMap<FeedId, K>,
     next_feed: u64,
     /// Pending envelopes per destination shard, and how many items they hold.
-    out: Vec<(Vec<Envelope<K, T, C>>, usize)>,
+    out: Vec<Pending<K, T, C>>,
     /// Destinations to hand to the driver now (each at most once).
     ready: VecDeque<usize>,
     is_ready: Vec<bool>,

@@ -1,0 +1,40 @@
+//! What one shard asks of another: the typed commands that cross the shard mesh
+//! (`hub.send(to, ShardCmd::..)`; a shard's own commands are handled at once). The
+//! composition root (`server::app`) dispatches them to the drivers.
+//!
+//! Every command owns its data; nothing here runs code or holds a reference to the
+//! sending shard.
+
+use std::net::SocketAddr;
+
+use crate::media::StreamKey;
+use crate::proto::rtmp::RtmpServerConn;
+
+/// A publisher connection handed to the stream's owner shard: the socket and the
+/// connection's state move, the publish is retried there.
+pub struct Handover {
+    pub fd: std::os::fd::OwnedFd,
+    pub conn: RtmpServerConn,
+    pub peer: Option<SocketAddr>,
+    pub app: Option<String>,
+    pub key: StreamKey,
+}
+
+pub enum ShardCmd {
+    /// Serve this publisher on the receiving shard (which owns `key`'s stream).
+    AdoptPublisher(Box<Handover>),
+    /// The owner produced a new HLS part or segment of `key`: wake blocked reloads.
+    HlsUpdated { key: StreamKey },
+    /// Disconnect `key`'s publisher if it is on the receiving shard (API kick).
+    Kick { key: StreamKey },
+}
+
+impl std::fmt::Debug for ShardCmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardCmd::AdoptPublisher(h) => write!(f, "AdoptPublisher({})", h.key),
+            ShardCmd::HlsUpdated { key } => write!(f, "HlsUpdated({key})"),
+            ShardCmd::Kick { key } => write!(f, "Kick({key})"),
+        }
+    }
+}
