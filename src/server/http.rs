@@ -222,7 +222,7 @@ pub(crate) fn flv_tag(frame: &Frame) -> Bytes {
         Err(e) => {
             // Ingest bounds frames below the FLV tag limit, so this is a bug; the frame
             // is skipped for this format, and the skip is visible.
-            serialize_failed("FLV", frame, &e);
+            crate::server::media::serialize_failed("FLV", frame, &e);
             Bytes::new()
         }
     }
@@ -242,13 +242,6 @@ pub(crate) fn flv_chunk(frame: &Frame) -> Bytes {
     out.extend_from_slice(&data);
     out.extend_from_slice(&crlf);
     out.freeze()
-}
-
-/// A frame could not be serialized for viewers: logged and counted, never silent.
-pub(crate) fn serialize_failed(format: &str, frame: &Frame, e: &dyn std::fmt::Display) {
-    ShardMetrics::add(&crate::server::metrics::SERIALIZE_ERRORS, 1);
-    tracing::error!(format, bytes = frame.payload.len(), dts_ms = frame.dts_ms, error = %e,
-        "bug: a frame could not be serialized for viewers; skipped");
 }
 
 /// A viewer of an FLV stream has nothing to say: what it sends is read and dropped, up to

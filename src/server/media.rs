@@ -85,3 +85,10 @@ pub type StreamSubscription = shards::hub::Subscription<StreamKey, Frame, Stream
 pub type MeshBatch = Vec<shards::hub::Envelope<StreamKey, Frame, ShardCmd>>;
 pub type StreamEntry = shards::directory::Entry<StreamKey, StreamShared>;
 pub type StreamDirectory = shards::directory::Directory<StreamKey, StreamShared>;
+
+/// A frame could not be serialized for viewers: logged and counted, never silent.
+pub(crate) fn serialize_failed(format: &str, frame: &Frame, e: &dyn std::fmt::Display) {
+    crate::server::metrics::ShardMetrics::add(&crate::server::metrics::SERIALIZE_ERRORS, 1);
+    tracing::error!(format, bytes = frame.payload.len(), dts_ms = frame.dts_ms, error = %e,
+        "bug: a frame could not be serialized for viewers; skipped");
+}

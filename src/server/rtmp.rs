@@ -42,7 +42,7 @@ pub(crate) fn rtmp_chunks(frame: &Frame) -> Bytes {
     match rtmp::serialize_media(kind, frame.dts_ms as u32, &flv::write_body(frame)) {
         Ok(b) => b,
         Err(e) => {
-            crate::server::http::serialize_failed("RTMP", frame, &e);
+            crate::server::media::serialize_failed("RTMP", frame, &e);
             Bytes::new()
         }
     }
