@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::media::StreamKey;
 
+mod limits;
+pub use limits::{Cidr, LimitsConfig};
+
 /// Why a configuration was refused. Every message names the key path (`hls.part_ms`),
 /// the offending value and what would be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,7 @@ pub struct Config {
     pub streams: StreamsConfig,
     pub hls: HlsConfig,
     pub record: RecordConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -758,6 +762,7 @@ impl Config {
         }
         self.streams.validate()?;
         self.hls.validate()?;
+        self.limits.validate()?;
         self.record.validate()
     }
 
