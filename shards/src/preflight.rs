@@ -44,6 +44,19 @@ pub fn check() -> Result<(), PreflightError> {
     raise_memlock()
 }
 
+/// Raise the soft RLIMIT_NOFILE to the hard limit (one descriptor per connection; the
+/// shell default of 1024 is far below what a streaming server holds, and nothing here
+/// uses select()), and return the soft limit now in force.
+pub fn raise_open_files() -> u64 {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
 fn probe_io_uring() -> Result<(), PreflightError> {
     // io_uring_setup(1, &params): the cheapest proof that the syscall is allowed.
     let mut params = [0u8; 120];

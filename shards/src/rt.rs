@@ -363,6 +363,19 @@ impl TcpStream {
             .map_err(|e| io::Error::from_raw_os_error(e as i32))
     }
 
+    /// Close at once with a reset (SO_LINGER 0): nothing lingers in FIN_WAIT or
+    /// TIME_WAIT on our side, and the peer sees ECONNRESET. For refused connections.
+    pub fn reset(self) {
+        // SAFETY: the fd belongs to `self`, which outlives this call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.as_raw_fd()) };
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Linger, &linger);
+        drop(self);
+    }
+
     /// Detach the socket from this executor so another shard can [`TcpStream::adopt`]
     /// it: the fd is duplicated and this executor's handle closed.
     pub fn release(self) -> io::Result<std::os::fd::OwnedFd> {

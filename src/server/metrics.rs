@@ -38,6 +38,12 @@ pub struct ShardMetrics {
     pub write_delay_us: AtomicU64,
     /// This shard thread's CPU use over the last second, in thousandths of a core.
     pub load_permille: AtomicU64,
+    /// Connections refused at accept, by [`Refusal`] reason.
+    pub refused: [AtomicU64; Refusal::ALL.len()],
+    /// Connections closed by a phase timeout, by [`Timeout`] phase.
+    pub timeouts: [AtomicU64; Timeout::ALL.len()],
+    /// Client IPs the admission table tracks now (see `server::admission`).
+    pub tracked_ips: AtomicU64,
 }
 
 /// Frames that could not be serialized for viewers, process-wide: a bug if ever
@@ -79,7 +85,78 @@ impl Disconnect {
     }
 }
 
+/// Why an accepted socket was closed at once (`shardcast_connections_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `limits.max_connections` are open.
+    GlobalLimit,
+    /// The client IP has `limits.max_connections_per_ip` open on this shard.
+    IpLimit,
+    /// The client IP opens connections faster than `limits.accept_rate_per_ip`.
+    RateLimit,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Refusal::GlobalLimit, Refusal::IpLimit, Refusal::RateLimit];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::GlobalLimit => "global_limit",
+            Refusal::IpLimit => "ip_limit",
+            Refusal::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// Which phase's timeout closed a connection (`shardcast_connection_timeouts_total`).
+/// A viewer's send stall is counted with the viewer disconnects (`stalled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// No complete RTMP handshake within `limits.rtmp_handshake_timeout_ms`.
+    RtmpHandshake,
+    /// Handshake done, but no publish or play within the same timeout.
+    RtmpNegotiation,
+    /// A publisher sent no media for `streams.idle_timeout_ms`.
+    PublisherIdle,
+    /// Another RTMP connection sent nothing (not even ping replies) for that long.
+    RtmpIdle,
+    /// No complete HTTP request head within `limits.http_head_timeout_ms`.
+    HttpHead,
+    /// A kept-alive HTTP connection sent no request for `limits.http_keepalive_timeout_ms`.
+    HttpKeepalive,
+}
+
+impl Timeout {
+    pub const ALL: [Timeout; 6] = [
+        Timeout::RtmpHandshake,
+        Timeout::RtmpNegotiation,
+        Timeout::PublisherIdle,
+        Timeout::RtmpIdle,
+        Timeout::HttpHead,
+        Timeout::HttpKeepalive,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Timeout::RtmpHandshake => "rtmp_handshake",
+            Timeout::RtmpNegotiation => "rtmp_negotiation",
+            Timeout::PublisherIdle => "publisher_idle",
+            Timeout::RtmpIdle => "rtmp_idle",
+            Timeout::HttpHead => "http_head",
+            Timeout::HttpKeepalive => "http_keepalive",
+        }
+    }
+}
+
 impl ShardMetrics {
+    pub fn refused(&self, why: Refusal) {
+        Self::add(&self.refused[why as usize], 1);
+    }
+
+    pub fn timed_out(&self, phase: Timeout) {
+        Self::add(&self.timeouts[phase as usize], 1);
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -95,6 +172,24 @@ impl ShardMetrics {
     /// What a graceful shutdown waits for: open connections and open recordings.
     pub fn draining(&self) -> u64 {
         self.open_connections() + self.recordings.load(Ordering::Relaxed)
+    }
+}
+
+/// A counter with a `reason` label, per shard.
+fn labelled(
+    out: &mut String,
+    shards: &[ShardMetrics],
+    name: &str,
+    help: &str,
+    reasons: &[(&str, usize)],
+    f: fn(&ShardMetrics, usize) -> &AtomicU64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (i, s) in shards.iter().enumerate() {
+        for &(label, at) in reasons {
+            let v = f(s, at).load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{shard=\"{i}\",reason=\"{label}\"}} {v}");
+        }
     }
 }
 
@@ -189,6 +284,12 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             "HLS segments produced",
             |m| &m.hls_segments,
         ),
+        (
+            "shardcast_admission_tracked_ips",
+            "gauge",
+            "Client IPs with open connections or a refilling accept bucket",
+            |m| &m.tracked_ips,
+        ),
     ];
     for &(name, kind, help, f) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -214,6 +315,22 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             );
         }
     }
+    labelled(
+        &mut out,
+        shards,
+        "shardcast_connections_refused_total",
+        "Connections closed at accept by admission, by reason",
+        &Refusal::ALL.map(|r| (r.label(), r as usize)),
+        |m, i| &m.refused[i],
+    );
+    labelled(
+        &mut out,
+        shards,
+        "shardcast_connection_timeouts_total",
+        "Connections closed by a phase timeout, by phase",
+        &Timeout::ALL.map(|t| (t.label(), t as usize)),
+        |m, i| &m.timeouts[i],
+    );
     // Gauges kept in thousandths, shown as decimals.
     let scaled: &[(&str, &str, fn(&ShardMetrics) -> &AtomicU64)] = &[
         (

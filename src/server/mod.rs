@@ -1,10 +1,11 @@
 //! Drivers: connect the shard runtime's sockets, files and timers to the sans-IO cores.
 //!
-//! - [`shard`]: start-up, listeners, shutdown; [`media`]: frames on the rings.
+//! - [`shard`]: start-up, listeners, shutdown; [`admission`]: who may connect; [`media`]: frames on the rings.
 //! - [`rtmp`], [`http`] (HTTP-FLV, HLS, API, metrics): connection drivers.
 //! - [`egress`]: the shared viewer write path; [`hls`]: packagers and playlist serving;
 //!   [`record`]: recordings through io_uring.
 
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod cmd;

@@ -112,6 +112,7 @@ pub fn adopt(shard: &Rc<Shard>, h: Box<Handover>) {
         async move {
             ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
             let _open = shard.hold(|m| &m.open);
+            let _admitted = shard.admission.adopt();
             let stream = match TcpStream::adopt(h.fd) {
                 Ok(s) => s,
                 Err(e) => {

@@ -16,6 +16,7 @@ use shards::topology::Topology;
 use shards::{ShardContext, Shutdown};
 
 use crate::media::StreamKey;
+use crate::server::admission::{Admission, ConnectionBudget};
 use crate::server::cmd::ShardCmd;
 use crate::server::config::Config;
 use crate::server::media::{StreamDirectory, StreamHub};
@@ -43,6 +44,8 @@ pub struct Shard {
     /// Fired when this shard stops accepting.
     pub stopping: LocalEvent,
     pub started: Instant,
+    /// Who may connect (`[limits]`); each connection task holds its admission.
+    pub admission: Rc<Admission>,
     /// Publishers on this shard, by stream: firing the event disconnects the publisher.
     pub publishers: RefCell<std::collections::HashMap<crate::media::StreamKey, Rc<LocalEvent>>>,
     /// Owner-side state of the streams this shard owns (see `server::ingest`).
@@ -155,6 +158,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         "starting shardcast {}",
         env!("CARGO_PKG_VERSION")
     );
+    let open_files = shards::preflight::raise_open_files();
+    let budget = Arc::new(ConnectionBudget::new(
+        config.limits.effective_max_connections(open_files),
+    ));
+    tracing::info!(
+        max_connections = budget.limit(),
+        open_files,
+        max_connections_per_ip = config.limits.max_connections_per_ip,
+        accept_rate_per_ip = config.limits.accept_rate_per_ip,
+        "admission limits"
+    );
     let config = Arc::new(config);
     let dir = Arc::new(StreamDirectory::new(config.streams.max_publishers as usize));
     let viewers = Arc::new(AtomicU64::new(0));
@@ -171,6 +185,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 Arc::clone(&dir),
                 Arc::clone(&viewers),
                 Arc::clone(&metrics),
+                Arc::clone(&budget),
                 Arc::clone(&fatal),
             )
         }
@@ -190,9 +205,11 @@ async fn shard_main(
     dir: Arc<StreamDirectory>,
     viewers: Arc<AtomicU64>,
     metrics: Arc<Vec<ShardMetrics>>,
+    budget: Arc<ConnectionBudget>,
     fatal: Arc<Mutex<Vec<String>>>,
 ) {
     let hub: Rc<StreamHub> = Hub::start(&mut ctx, dir, viewers, hub_config(&config)).await;
+    let admission = Admission::new(&config.limits, budget, Arc::clone(&metrics), ctx.id);
     let shard = Rc::new(Shard {
         id: ctx.id,
         count: ctx.count,
@@ -202,6 +219,7 @@ async fn shard_main(
         shutdown: ctx.shutdown.clone(),
         stopping: LocalEvent::default(),
         started: Instant::now(),
+        admission,
         publishers: RefCell::default(),
         owner_streams: RefCell::default(),
         hls_waiters: RefCell::default(),
@@ -306,13 +324,29 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
                 continue;
             }
         };
+        let peer = stream.peer_addr().ok();
+        // A refused connection costs this accept and a close: no task, no buffer.
+        let admitted = match shard.admission.admit(peer.map(|p| p.ip())) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                tracing::debug!(
+                    ?peer,
+                    protocol = protocol.name(),
+                    reason = why.label(),
+                    "connection refused"
+                );
+                stream.reset();
+                // A flood keeps accept() ready; let the shard's other tasks run.
+                rt::yield_if_needed().await;
+                continue;
+            }
+        };
         // No TCP_NODELAY: with Nagle, a viewer's small frames (audio) share segments while
         // earlier data is in flight, which cut the server's CPU per viewer by ~15% in the
         // benchmark at no measurable latency cost on a live stream (bench/RESULTS.md).
         if let Some(bytes) = shard.config.streams.viewer_send_buffer_bytes {
             let _ = stream.set_send_buffer(bytes as usize);
         }
-        let peer = stream.peer_addr().ok();
         let shard = Rc::clone(&shard);
         let counter = shard.id;
         let on_panic = move |msg: String| {
@@ -327,6 +361,7 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
             Protocol::Rtmp => rt::spawn_contained(
                 Queue::Media,
                 async move {
+                    let _admitted = admitted;
                     ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
                     let _open = shard.hold(|m| &m.open);
                     crate::server::rtmp::serve(stream, peer, Rc::clone(&shard)).await;
@@ -336,6 +371,7 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
             Protocol::Http => rt::spawn_contained(
                 Queue::Media,
                 async move {
+                    let _admitted = admitted;
                     ShardMetrics::add(&shard.metrics().http_connections, 1);
                     let _open = shard.hold(|m| &m.open);
                     crate::server::http::serve(stream, peer, Rc::clone(&shard)).await;
