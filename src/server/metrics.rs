@@ -127,6 +127,18 @@ pub enum Timeout {
 }
 
 impl Timeout {
+    /// The phase of an RTMP connection's own close, if a timeout closed it.
+    pub fn of_rtmp(reason: crate::proto::rtmp::CloseReason) -> Option<Timeout> {
+        use crate::proto::rtmp::CloseReason;
+        match reason {
+            CloseReason::HandshakeTimeout => Some(Timeout::RtmpHandshake),
+            CloseReason::NegotiationTimeout => Some(Timeout::RtmpNegotiation),
+            CloseReason::PublisherIdle => Some(Timeout::PublisherIdle),
+            CloseReason::IdleTimeout => Some(Timeout::RtmpIdle),
+            CloseReason::Rejected => None,
+        }
+    }
+
     pub const ALL: [Timeout; 6] = [
         Timeout::RtmpHandshake,
         Timeout::RtmpNegotiation,

@@ -24,11 +24,9 @@ use crate::server::config::PlayMissing;
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::ingest::Ingest;
 use crate::server::media::{format, StreamSubscription};
-use crate::server::metrics::{Disconnect, ShardMetrics};
+use crate::server::metrics::{Disconnect, ShardMetrics, Timeout};
 use crate::server::shard::{Held, Shard};
 
-/// A connection that completes no handshake/connect in this time is closed.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BUF: usize = 64 * 1024;
 
 /// The RTMP chunks of a frame for every RTMP viewer: a fmt-0 header with the absolute
@@ -83,7 +81,7 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
             ..defaults.decoder.clone()
         },
         idle_timeout: Duration::from_millis(shard.config.streams.idle_timeout_ms.max(1000)),
-        handshake_timeout: HANDSHAKE_TIMEOUT,
+        handshake_timeout: Duration::from_millis(shard.config.limits.rtmp_handshake_timeout_ms),
         ..defaults
     };
     let mut conn = RtmpServerConn::new(cfg);
@@ -429,6 +427,9 @@ impl Session {
                 }
                 RtmpEvent::Closed(reason) => {
                     tracing::debug!(peer = ?self.peer, ?reason, "RTMP connection closed by the core");
+                    if let Some(phase) = Timeout::of_rtmp(reason) {
+                        self.shard.metrics().timed_out(phase);
+                    }
                     return Step::Close(Disconnect::PeerClosed);
                 }
             }

@@ -40,10 +40,13 @@ pub struct RtmpServerConfig {
     /// Set Peer Bandwidth sent to the client (dynamic limit).
     pub peer_bandwidth: u32,
     pub decoder: ChunkDecoderConfig,
-    /// The handshake must finish within this long after the connection starts.
+    /// The handshake, connect and an accepted publish or play must all happen within
+    /// this long of the connection's start; and a connection whose publish or play
+    /// ended must have a new one accepted within this long of that end.
     pub handshake_timeout: Duration,
-    /// A connection that sends nothing for this long is closed. Players answer pings,
-    /// so with `ping_interval` set, a live player is never idle this long.
+    /// A connection that sends nothing for this long is closed; a publisher, one that
+    /// sends no media (audio, video or data) for this long. Players answer pings, so
+    /// with `ping_interval` set, a live player is never idle this long.
     pub idle_timeout: Duration,
     /// Send a ping request this often once connected; `None` for never.
     pub ping_interval: Option<Duration>,
@@ -102,8 +105,13 @@ pub enum CloseReason {
     Rejected,
     /// The handshake did not finish within `handshake_timeout`.
     HandshakeTimeout,
+    /// The handshake finished, but no publish or play was accepted within
+    /// `handshake_timeout`.
+    NegotiationTimeout,
     /// Nothing arrived for `idle_timeout`.
     IdleTimeout,
+    /// The publisher sent no media for `idle_timeout` (pings and acks do not count).
+    PublisherIdle,
 }
 
 /// Outputs of [`RtmpServerConn`], in the order they happen.
@@ -204,6 +212,10 @@ pub struct RtmpServerConn {
     playing: Option<u32>,
     started: Option<Instant>,
     last_received: Option<Instant>,
+    /// While publishing: when the last media message arrived.
+    last_media: Option<Instant>,
+    /// Since when the connection has neither an accepted publish nor an accepted play.
+    negotiating_since: Option<Instant>,
     next_ping: Option<Instant>,
 }
 
@@ -227,6 +239,8 @@ impl RtmpServerConn {
             playing: None,
             started: None,
             last_received: None,
+            last_media: None,
+            negotiating_since: None,
             next_ping: None,
         }
     }
@@ -266,6 +280,7 @@ impl RtmpServerConn {
         if self.started.is_none() {
             self.started = Some(now);
             self.last_received = Some(now);
+            self.negotiating_since = Some(now);
         }
     }
 
@@ -288,11 +303,20 @@ impl RtmpServerConn {
         }
         self.start_clocks(now);
         let started = self.started.unwrap_or(now);
-        let last = self.last_received.unwrap_or(now);
-        if self.phase != Phase::Chunks && now >= started + self.config.handshake_timeout {
+        let negotiating = self
+            .negotiating_since
+            .is_some_and(|t| now >= t + self.config.handshake_timeout);
+        if negotiating && self.phase != Phase::Chunks {
             self.close(CloseReason::HandshakeTimeout);
-        } else if now >= last + self.config.idle_timeout {
-            self.close(CloseReason::IdleTimeout);
+        } else if negotiating {
+            self.close(CloseReason::NegotiationTimeout);
+        } else if self.idle_deadline().is_some_and(|t| now >= t) {
+            let publisher = self.publishing.is_some();
+            self.close(if publisher {
+                CloseReason::PublisherIdle
+            } else {
+                CloseReason::IdleTimeout
+            });
         } else if let (Some(at), Some(every)) = (self.next_ping, self.config.ping_interval) {
             if now >= at {
                 let timestamp = now.duration_since(started).as_millis() as u32;
@@ -314,16 +338,25 @@ impl RtmpServerConn {
         if self.phase == Phase::Closed {
             return None;
         }
-        let started = self.started?;
-        let idle = self.last_received? + self.config.idle_timeout;
-        let mut t = idle;
-        if self.phase != Phase::Chunks {
-            t = t.min(started + self.config.handshake_timeout);
+        self.started?;
+        let mut t = self.idle_deadline()?;
+        if let Some(since) = self.negotiating_since {
+            t = t.min(since + self.config.handshake_timeout);
         }
         if let Some(ping) = self.next_ping {
             t = t.min(ping);
         }
         Some(t)
+    }
+
+    /// When the connection counts as idle: no bytes for `idle_timeout`, or for a
+    /// publisher no media.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let last = match self.publishing {
+            Some(_) => self.last_media.or(self.last_received)?,
+            None => self.last_received?,
+        };
+        Some(last + self.config.idle_timeout)
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -423,6 +456,8 @@ impl RtmpServerConn {
                 } else {
                     body
                 };
+                // `last_received` is the time of the bytes being decoded now.
+                self.last_media = self.last_received;
                 self.events.push_back(RtmpEvent::Media {
                     kind,
                     timestamp_ms: timestamp,
@@ -643,8 +678,13 @@ impl RtmpServerConn {
 
     /// Ends a publish or play on message stream `id`, if there is one.
     fn stop_stream(&mut self, id: u32) {
+        if self.publishing == Some(id) || self.playing == Some(id) {
+            // Negotiating again: the bytes that ended it arrived at `last_received`.
+            self.negotiating_since = self.last_received;
+        }
         if self.publishing == Some(id) {
             self.publishing = None;
+            self.last_media = None;
             self.status(
                 id,
                 "status",
@@ -765,6 +805,8 @@ impl RtmpServerConn {
             &format!("{name} is now published."),
         );
         self.publishing = Some(stream_id);
+        self.last_media = self.last_received;
+        self.negotiating_since = None;
         self.resume()
     }
 
@@ -827,6 +869,7 @@ impl RtmpServerConn {
         // into a phantom `data` stream, which every ffmpeg-based player then sees.
         // nginx-rtmp and SRS send neither.
         self.playing = Some(stream_id);
+        self.negotiating_since = None;
         self.resume()
     }
 
@@ -1429,7 +1472,11 @@ mod tests {
 
     #[test]
     fn pings_while_connected_and_idle_timeout() {
-        let config = RtmpServerConfig::default();
+        // Connected but neither publishing nor playing: give negotiation all the time.
+        let config = RtmpServerConfig {
+            handshake_timeout: Duration::from_secs(3600),
+            ..RtmpServerConfig::default()
+        };
         let (every, idle) = (config.ping_interval.unwrap(), config.idle_timeout);
         let (mut s, now) = connected_server(config);
         sent_commands(&mut s);
@@ -1469,6 +1516,92 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    /// Run the pair's timers up to `until`, pumping after each (the client answers pings).
+    fn run_timers(p: &mut Pair, until: Instant) {
+        while let Some(at) = p.server.poll_timeout().filter(|t| *t <= until) {
+            p.now = at;
+            p.server.handle_timeout(at);
+            p.pump();
+        }
+        p.now = until;
+    }
+
+    fn closed_with(p: &Pair) -> Option<CloseReason> {
+        p.server_events.iter().find_map(|e| match e {
+            RtmpEvent::Closed(r) => Some(*r),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_connection_that_never_publishes_or_plays_is_closed() {
+        let config = RtmpServerConfig::default();
+        let timeout = config.handshake_timeout;
+        let (mut s, start) = connected_server(config);
+        sent_commands(&mut s);
+        // Connected, and it answers pings, but asks for nothing.
+        assert_eq!(s.poll_timeout(), Some(start + timeout));
+        s.handle_timeout(start + timeout - Duration::from_millis(1));
+        assert_eq!(s.poll_event(), None);
+        s.handle_timeout(start + timeout);
+        assert_eq!(
+            s.poll_event(),
+            Some(RtmpEvent::Closed(CloseReason::NegotiationTimeout))
+        );
+    }
+
+    #[test]
+    fn negotiation_clock_stops_at_publish_and_restarts_at_unpublish() {
+        let mut p = Pair::new(publish_mode(), false, Answer::Accept);
+        let timeout = p.server.config.handshake_timeout;
+        let start = p.now;
+        // Publishing with media every second for three timeouts: never closed.
+        let mut t = start;
+        while t < start + 3 * timeout {
+            t += Duration::from_secs(1);
+            run_timers(&mut p, t);
+            p.client
+                .send_media(MediaKind::Audio, 0, b"\xaf\x01a")
+                .unwrap();
+            p.pump();
+        }
+        assert_eq!(closed_with(&p), None);
+        // Unpublished: the connection must publish or play again within the timeout.
+        p.client.stop();
+        p.pump();
+        assert!(p.server_events.contains(&RtmpEvent::Unpublished));
+        let stopped = p.now;
+        run_timers(&mut p, stopped + timeout - Duration::from_millis(1));
+        assert_eq!(closed_with(&p), None);
+        run_timers(&mut p, stopped + timeout);
+        assert_eq!(closed_with(&p), Some(CloseReason::NegotiationTimeout));
+    }
+
+    #[test]
+    fn a_publisher_that_sends_no_media_is_idle_even_if_it_answers_pings() {
+        let mut p = Pair::new(publish_mode(), false, Answer::Accept);
+        let idle = p.server.config.idle_timeout;
+        let start = p.now;
+        p.client
+            .send_media(MediaKind::Audio, 0, b"\xaf\x01a")
+            .unwrap();
+        p.pump();
+        // Pings go out every 20 s and are answered, so bytes keep arriving.
+        run_timers(&mut p, start + idle - Duration::from_millis(1));
+        assert_eq!(closed_with(&p), None);
+        run_timers(&mut p, start + idle);
+        assert_eq!(closed_with(&p), Some(CloseReason::PublisherIdle));
+        // A player that answers pings stays.
+        let mut v = Pair::new(
+            ClientMode::Play { name: "cam".into() },
+            false,
+            Answer::Accept,
+        );
+        let start = v.now;
+        run_timers(&mut v, start + 3 * idle);
+        assert_eq!(closed_with(&v), None);
     }
 
     #[test]

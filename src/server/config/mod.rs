@@ -202,7 +202,8 @@ pub struct StreamsConfig {
     /// How long viewers stay attached after the publisher drops; default 5000.
     pub reconnect_grace_ms: u64,
     /// A stream with no publisher and no viewers is reaped after this long, and a
-    /// publisher that sends nothing for this long is dropped; default 30000.
+    /// publisher that sends no media (pings do not count) for this long is dropped;
+    /// default 30000.
     pub idle_timeout_ms: u64,
     /// 0 = unlimited, for all three limits.
     pub max_publishers: u32,
