@@ -19,13 +19,8 @@ use crate::proto::flv;
 use crate::proto::http::{self as h, Method, Request, Response, Status};
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::media::{format, StreamSubscription};
-use crate::server::metrics::{Disconnect, ShardMetrics};
+use crate::server::metrics::{Disconnect, ShardMetrics, Timeout};
 use crate::server::shard::Shard;
-
-/// A keep-alive connection with no request for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A request head (line and fields) must be complete this long after its first byte.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a request turned into.
 pub(crate) enum Reply {
@@ -43,11 +38,16 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
     // 1 KiB; a larger one takes a few more reads, up to http.max_request_head_bytes).
     let mut buf = BytesMut::with_capacity(1024);
     let mut scratch = vec![0u8; 1024];
+    let head_timeout = Duration::from_millis(shard.config.limits.http_head_timeout_ms);
+    let keepalive = Duration::from_millis(shard.config.limits.http_keepalive_timeout_ms);
+    let mut first = true;
     loop {
-        // A request's head must arrive whole within HEAD_TIMEOUT of its first byte (a
-        // slow trickle is cut off, not just an idle socket); between requests a
-        // keep-alive connection may idle for IDLE_TIMEOUT.
-        let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
+        // A request's head must arrive whole within the head timeout of the accept (the
+        // first request) or of its first byte (later ones): a slow trickle is cut off,
+        // not just an idle socket. Between requests a connection may idle for the
+        // keep-alive timeout.
+        let mut head_deadline = (first || !buf.is_empty()).then(|| Instant::now() + head_timeout);
+        first = false;
         let request = loop {
             match h::parse_request(&mut buf, &limits) {
                 Ok(Some(r)) => break r,
@@ -64,10 +64,16 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
             }
             let wait = match head_deadline {
                 Some(at) => at.saturating_duration_since(Instant::now()),
-                None => IDLE_TIMEOUT,
+                None => keepalive,
             };
-            // An idle keep-alive connection also ends when the shard stops accepting.
-            let read = async { rt::timeout(wait, stream.read(&mut scratch)).await };
+            // An idle keep-alive connection also ends when the shard stops accepting. A
+            // head past its deadline is cut off even while bytes keep coming.
+            let read = async {
+                if wait.is_zero() {
+                    return None;
+                }
+                rt::timeout(wait, stream.read(&mut scratch)).await
+            };
             let stop = async {
                 shard.stopping.wait().await;
                 None
@@ -76,16 +82,25 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
                 Some(Ok(0)) | Some(Err(_)) => return,
                 None if head_deadline.is_some() && !shard.stopping.is_fired() => {
                     tracing::debug!(peer = ?peer, "HTTP request head not complete in time");
-                    ShardMetrics::add(&shard.metrics().protocol_errors, 1);
-                    let timeout = Response::error(Status::REQUEST_TIMEOUT).close();
-                    let _ = write_response(&mut stream, timeout, None, stall).await;
+                    shard.metrics().timed_out(Timeout::HttpHead);
+                    // A connection that sent nothing (a browser's preconnect, a scanner)
+                    // is closed quietly, as before; a partial head gets its 408.
+                    if !buf.is_empty() {
+                        let timeout = Response::error(Status::REQUEST_TIMEOUT).close();
+                        let _ = write_response(&mut stream, timeout, None, stall).await;
+                    }
                     return;
                 }
-                None => return,
+                None => {
+                    if !shard.stopping.is_fired() {
+                        shard.metrics().timed_out(Timeout::HttpKeepalive);
+                    }
+                    return;
+                }
                 Some(Ok(n)) => {
                     ShardMetrics::add(&shard.metrics().bytes_in, n as u64);
                     buf.extend_from_slice(&scratch[..n]);
-                    head_deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+                    head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
                 }
             }
         };
