@@ -13,6 +13,7 @@
 pub mod directory;
 pub mod event;
 pub mod hub;
+pub mod instance;
 pub mod preflight;
 pub mod ring;
 pub mod rt;

@@ -122,6 +122,7 @@ fn hub_config(config: &Config) -> HubConfig {
 /// Run the server until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), ServerError> {
     shards::preflight::check()?;
+    let _claims = claim_ports(&config)?;
     let topo = Topology::detect();
     let cpus = config.server.cores.resolve(&topo.online)?;
     let signals = shards::block_shutdown_signals()
@@ -197,6 +198,33 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     result.map_err(ServerError::Startup)?;
     tracing::info!("shardcast stopped");
     Ok(())
+}
+
+/// Make sure no other process serves our ports before the shards bind them with
+/// SO_REUSEPORT (see `shards::instance`); the claims are held until the server stops.
+fn claim_ports(config: &Config) -> Result<Vec<shards::instance::PortClaim>, ServerError> {
+    let bind = config.server.bind;
+    let mut ports = Vec::new();
+    if config.rtmp.enabled {
+        ports.push((Protocol::Rtmp, config.rtmp.port));
+    }
+    if config.http.enabled {
+        ports.push((Protocol::Http, config.http.port));
+    }
+    ports
+        .into_iter()
+        .map(|(protocol, port)| {
+            let addr = SocketAddr::new(bind, port);
+            shards::instance::claim_tcp(addr).map_err(|e| {
+                ServerError::Startup(format!(
+                    "cannot listen on {addr} for {}: {e}; stop it or set {}.port (two servers \
+                     on one port would silently split its connections)",
+                    protocol.name(),
+                    protocol.name().to_lowercase()
+                ))
+            })
+        })
+        .collect()
 }
 
 async fn shard_main(
