@@ -138,7 +138,7 @@ impl IpTable {
     /// Check the rate and the per-IP limit for a new connection from `ip`. `Ok` counts
     /// it: call [`IpTable::release`] when it closes.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        self.sweep(now);
+        self.sweep(now, SWEEP_STEP);
         let ip = key(ip);
         if !self.entries.contains_key(&ip) {
             // The queue can hold IPs that reconnected since; eviction skips those.
@@ -181,12 +181,12 @@ impl IpTable {
                 self.idle.push_back(ip);
             }
         }
-        self.sweep(now);
+        self.sweep(now, SWEEP_STEP);
     }
 
-    /// Forget idle entries whose bucket is full again, a few per call.
-    fn sweep(&mut self, now: Instant) {
-        for _ in 0..SWEEP_STEP {
+    /// Forget idle entries whose bucket is full again: look at up to `budget` of them.
+    pub fn sweep(&mut self, now: Instant, budget: usize) {
+        for _ in 0..budget.min(self.idle.len()) {
             let Some(&ip) = self.idle.front() else {
                 return;
             };
@@ -201,10 +201,8 @@ impl IpTable {
                 self.entries.remove(&ip);
                 self.idle.pop_front();
             } else {
-                // The oldest is still refilling; the rest are younger. Rotate it, so a
-                // reconnected IP ahead of ready ones cannot stall the queue.
+                // Still refilling: to the back, so it cannot hold up ready ones.
                 self.idle.rotate_left(1);
-                return;
             }
         }
     }
@@ -300,6 +298,27 @@ impl Admission {
         Admitted {
             admission: Rc::clone(self),
             ip: None,
+        }
+    }
+
+    /// Free refilled entries once a second until `stop` fires, so an idle shard does not
+    /// keep them until its next connection.
+    pub async fn sweep_until(self: Rc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let tick = async {
+                shards::rt::sleep(Duration::from_secs(1)).await;
+                true
+            };
+            let stopped = async {
+                stop.as_mut().await;
+                false
+            };
+            if !shards::rt::or(tick, stopped).await {
+                return;
+            }
+            self.ips.borrow_mut().sweep(Instant::now(), 1024);
+            self.update_gauge();
         }
     }
 

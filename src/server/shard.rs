@@ -259,6 +259,13 @@ async fn shard_main(
         }
     });
     crate::server::pacing::start(&shard);
+    rt::spawn(Queue::Control, {
+        let shard = Rc::clone(&shard);
+        async move {
+            let admission = Rc::clone(&shard.admission);
+            admission.sweep_until(shard.stopping.wait()).await
+        }
+    });
 
     let bind = config.server.bind;
     let mut listeners = Vec::new();
