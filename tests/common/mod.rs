@@ -4,14 +4,16 @@
 //! test command installs them, so a skip never hides a failure.
 #![allow(dead_code)]
 
+pub mod healthy;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on, never handed out twice in this test process (the server
-/// binds with SO_REUSEPORT, so two test servers on one port would not fail to bind).
+/// A port nothing listens on, never handed out twice in this test process (a second
+/// server on a port the first holds would fail to start).
 pub fn free_port() -> u16 {
     static USED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut used = USED.lock().unwrap_or_else(|p| p.into_inner());
