@@ -260,11 +260,10 @@ impl Admission {
         &self.metrics[self.shard]
     }
 
-    /// Admit a connection from `peer` (None: the peer address is unknown, e.g. it
-    /// already reset; only the global limit applies). On refusal the caller closes the
-    /// socket; the refusal is already counted.
-    pub fn admit(self: &Rc<Self>, peer: Option<IpAddr>) -> Result<Admitted, Refusal> {
-        let tracked = peer.filter(|ip| !self.limits.allows(*ip));
+    /// Admit a connection from `peer`. On refusal the caller closes the socket; the
+    /// refusal is already counted.
+    pub fn admit(self: &Rc<Self>, peer: IpAddr) -> Result<Admitted, Refusal> {
+        let tracked = (!self.limits.allows(peer)).then_some(peer);
         let now = Instant::now();
         let result = (|| {
             if let Some(ip) = tracked {
@@ -505,21 +504,17 @@ mod tests {
         };
         let budget = Arc::new(ConnectionBudget::new(3));
         let a = Admission::new(&config, Arc::clone(&budget), Arc::clone(&metrics), 0);
-        let first = a.admit(Some(ip("192.0.2.1"))).unwrap();
-        assert_eq!(a.admit(Some(ip("192.0.2.1"))).err(), Some(Refusal::IpLimit));
+        let first = a.admit(ip("192.0.2.1")).unwrap();
+        assert_eq!(a.admit(ip("192.0.2.1")).err(), Some(Refusal::IpLimit));
         let allowed = [
-            a.admit(Some(ip("10.1.1.1"))).unwrap(),
-            a.admit(Some(ip("10.1.1.1"))).unwrap(),
+            a.admit(ip("10.1.1.1")).unwrap(),
+            a.admit(ip("10.1.1.1")).unwrap(),
         ];
-        assert_eq!(
-            a.admit(Some(ip("10.1.1.1"))).err(),
-            Some(Refusal::GlobalLimit)
-        );
-        assert_eq!(a.admit(None).err(), Some(Refusal::GlobalLimit));
+        assert_eq!(a.admit(ip("10.1.1.1")).err(), Some(Refusal::GlobalLimit));
         let refused = |why: Refusal| metrics[0].refused[why as usize].load(Ordering::Relaxed);
         assert_eq!(
             (refused(Refusal::IpLimit), refused(Refusal::GlobalLimit)),
-            (1, 2)
+            (1, 1)
         );
         drop(first);
         drop(allowed);
@@ -527,10 +522,7 @@ mod tests {
         assert_eq!(a.ips.borrow().open(ip("192.0.2.1")), 0);
         // refused by the global limit: the per-IP count was given back
         let held: Vec<_> = (0..3).map(|_| a.adopt()).collect();
-        assert_eq!(
-            a.admit(Some(ip("192.0.2.7"))).err(),
-            Some(Refusal::GlobalLimit)
-        );
+        assert_eq!(a.admit(ip("192.0.2.7")).err(), Some(Refusal::GlobalLimit));
         assert_eq!(a.ips.borrow().open(ip("192.0.2.7")), 0);
         drop(held);
         assert_eq!(budget.open.load(Ordering::Relaxed), 0);

@@ -359,13 +359,18 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
                 continue;
             }
         };
-        let peer = stream.peer_addr().ok();
-        // A refused connection costs this accept and a close: no task, no buffer.
-        let admitted = match shard.admission.admit(peer.map(|p| p.ip())) {
+        // A refused connection costs this accept and a close: no task, no buffer. So
+        // does one the peer reset before we accepted it (it has no peer address).
+        let Ok(peer) = stream.peer_addr() else {
+            drop(stream);
+            rt::yield_if_needed().await;
+            continue;
+        };
+        let admitted = match shard.admission.admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(why) => {
                 tracing::debug!(
-                    ?peer,
+                    %peer,
                     protocol = protocol.name(),
                     reason = why.label(),
                     "connection refused"
@@ -399,7 +404,7 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
                     let _admitted = admitted;
                     ShardMetrics::add(&shard.metrics().rtmp_connections, 1);
                     let _open = shard.hold(|m| &m.open);
-                    crate::server::rtmp::serve(stream, peer, Rc::clone(&shard)).await;
+                    crate::server::rtmp::serve(stream, Some(peer), Rc::clone(&shard)).await;
                 },
                 on_panic,
             ),
@@ -409,7 +414,7 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
                     let _admitted = admitted;
                     ShardMetrics::add(&shard.metrics().http_connections, 1);
                     let _open = shard.hold(|m| &m.open);
-                    crate::server::http::serve(stream, peer, Rc::clone(&shard)).await;
+                    crate::server::http::serve(stream, Some(peer), Rc::clone(&shard)).await;
                 },
                 on_panic,
             ),
