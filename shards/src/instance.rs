@@ -10,26 +10,25 @@
 //!    it lives in the network namespace, exactly like the port. It is held for the
 //!    life of the process, so two servers starting at the same moment cannot both pass
 //!    step 2 before either binds;
-//! 2. a probe: a TCP socket bound to the address *without* SO_REUSEPORT (with
-//!    SO_REUSEADDR, so connections of a previous run in TIME_WAIT do not count), then
-//!    closed. It fails if any socket listens on an overlapping address, whoever owns it
-//!    (another shardcast, or another server using SO_REUSEPORT), including a wildcard
-//!    bind against a specific one.
+//! 2. a look at the kernel's table of listening sockets (`/proc/self/net/tcp` and
+//!    `tcp6`, this network namespace): any socket in LISTEN on the same port and an
+//!    overlapping address (the same one, or a wildcard on either side), whoever owns
+//!    it (another shardcast, another server using SO_REUSEPORT), is a conflict.
 //!
-//! A probe held open instead of closed would not work: a bound socket without
-//! SO_REUSEPORT keeps our own shards from joining the port. A lock file under the state
-//! directory would name the directory, not the port: two instances with different
-//! working directories would both get theirs.
+//! The obvious probe, a bind without SO_REUSEPORT, does not work: it also fails on
+//! connections of a previous run still in TIME_WAIT (accepted sockets inherit the
+//! listener's options, and ours have no SO_REUSEADDR, so even a SO_REUSEADDR probe
+//! conflicts with them), which would stop every restart for a minute. A probe held
+//! open would keep our own shards out. A lock file under the state directory would
+//! name the directory, not the port: two instances with different working
+//! directories would both get theirs.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
-    UnixAddr,
-};
+use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
@@ -81,24 +80,73 @@ pub fn claim_tcp(addr: SocketAddr) -> Result<PortClaim, ClaimError> {
         Err(Errno::EADDRINUSE) => return Err(ClaimError::Locked { addr, port }),
         Err(e) => return Err(probe_err(e)),
     }
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::Inet,
-        SocketAddr::V6(_) => AddressFamily::Inet6,
-    };
-    let probe =
-        socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(probe_err)?;
-    setsockopt(&probe, sockopt::ReuseAddr, &true).map_err(probe_err)?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&probe);
-    let bound = match addr {
-        SocketAddr::V4(v4) => bind(fd, &SockaddrIn::from(v4)),
-        SocketAddr::V6(v6) => bind(fd, &SockaddrIn6::from(v6)),
-    };
-    drop(probe);
-    match bound {
-        Ok(()) => Ok(PortClaim { addr, _lock: lock }),
-        Err(Errno::EADDRINUSE) => Err(ClaimError::InUse { addr, port }),
-        Err(e) => Err(probe_err(e)),
+    match listener_on(addr) {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err(ClaimError::InUse { addr, port }),
+        Err(e) => {
+            // Without /proc the lock still keeps a second shardcast out.
+            tracing::warn!(%addr, error = %e, "cannot read the listening sockets; only another shardcast is checked for");
+        }
     }
+    Ok(PortClaim { addr, _lock: lock })
+}
+
+/// A socket listening on `addr`'s port at an address overlapping `addr`, if any.
+fn listener_on(addr: SocketAddr) -> io::Result<Option<SocketAddr>> {
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(t) => t,
+            // No IPv6 in this kernel or namespace.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && table.ends_with('6') => continue,
+            Err(e) => return Err(e),
+        };
+        let found = text
+            .lines()
+            .skip(1)
+            .filter_map(parse_listener)
+            .find(|l| l.port() == addr.port() && overlaps(l.ip(), addr.ip()));
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// TCP state 0x0A is LISTEN (include/net/tcp_states.h).
+const TCP_LISTEN: &str = "0A";
+
+/// The local address of a `/proc/net/tcp{,6}` line in LISTEN state. Addresses are
+/// printed as 32-bit words in host byte order, ports in hex.
+fn parse_listener(line: &str) -> Option<SocketAddr> {
+    let mut fields = line.split_whitespace();
+    let local = fields.nth(1)?;
+    let state = fields.nth(1)?;
+    if state != TCP_LISTEN {
+        return None;
+    }
+    let (ip_hex, port_hex) = local.split_once(':')?;
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in ip_hex.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Whether two listening addresses take the same connections: equal, or a wildcard
+/// (`0.0.0.0` for IPv4; `::`, dual-stack, for both).
+fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+    let (a, b) = (a.to_canonical(), b.to_canonical());
+    let v6_any = |ip: IpAddr| ip.is_ipv6() && ip.is_unspecified();
+    let v4_any_over =
+        |any: IpAddr, other: IpAddr| any.is_ipv4() && any.is_unspecified() && other.is_ipv4();
+    a == b || v6_any(a) || v6_any(b) || v4_any_over(a, b) || v4_any_over(b, a)
 }
 
 #[cfg(test)]
@@ -129,25 +177,65 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_listener_with_so_reuseport_is_found() {
+    fn listen_lines_parse_in_host_byte_order() {
+        let v4 = "   0: 0100007F:0793 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1";
+        assert_eq!(parse_listener(v4), Some("127.0.0.1:1939".parse().unwrap()));
+        let tw = "   1: 0100007F:0793 0100007F:D3A2 06 00000000:00000000 03:00000000 00000000     0        0 0 3";
+        assert_eq!(parse_listener(tw), None);
+        let v6 = "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 2 1";
+        assert_eq!(parse_listener(v6), Some("[::1]:8080".parse().unwrap()));
+        let any = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(overlaps(any("0.0.0.0"), any("127.0.0.1")));
+        assert!(overlaps(any("::"), any("10.0.0.1")));
+        assert!(overlaps(any("::ffff:127.0.0.1"), any("127.0.0.1")));
+        assert!(!overlaps(any("0.0.0.0"), any("::1")));
+        assert!(!overlaps(any("127.0.0.1"), any("127.0.0.2")));
+    }
+
+    #[test]
+    fn connections_left_in_time_wait_do_not_count() {
+        use std::io::Read;
         let addr = free_addr();
-        let other = socket(
+        let SocketAddr::V4(v4) = addr else {
+            unreachable!()
+        };
+        // Like a shard's listener: SO_REUSEPORT, no SO_REUSEADDR.
+        let listener = reuseport_listener(v4);
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = nix::sys::socket::accept(std::os::fd::AsRawFd::as_raw_fd(&listener))
+            .map(|fd| (fd, ()))
+            .unwrap();
+        // The server closes first, so its side goes to TIME_WAIT.
+        nix::unistd::close(accepted).unwrap();
+        let mut c = client;
+        let _ = c.read(&mut [0u8; 1]);
+        drop(c);
+        drop(listener);
+        claim_tcp(addr).expect("TIME_WAIT connections of a previous run are no conflict");
+    }
+
+    fn reuseport_listener(v4: std::net::SocketAddrV4) -> OwnedFd {
+        use nix::sys::socket::{listen, setsockopt, sockopt, Backlog, SockaddrIn};
+        let fd = socket(
             AddressFamily::Inet,
             SockType::Stream,
             SockFlag::SOCK_CLOEXEC,
             None,
         )
         .unwrap();
-        setsockopt(&other, sockopt::ReusePort, &true).unwrap();
+        setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
+        listen(&fd, Backlog::new(8).unwrap()).unwrap();
+        fd
+    }
+
+    #[test]
+    fn a_foreign_listener_with_so_reuseport_is_found() {
+        let addr = free_addr();
         let SocketAddr::V4(v4) = addr else {
             unreachable!()
         };
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&other),
-            &SockaddrIn::from(v4),
-        )
-        .unwrap();
-        nix::sys::socket::listen(&other, nix::sys::socket::Backlog::new(8).unwrap()).unwrap();
+        let other = reuseport_listener(v4);
         let err = claim_tcp(addr).unwrap_err();
         assert!(matches!(err, ClaimError::InUse { .. }), "{err}");
         // A wildcard bind on the same port overlaps it too.
@@ -157,20 +245,8 @@ mod tests {
             ClaimError::InUse { .. }
         ));
         drop(other);
-        // Our own SO_REUSEPORT listeners can bind after a claim.
+        // Our own SO_REUSEPORT listeners can listen after a claim.
         let _claim = claim_tcp(addr).unwrap();
-        let ours = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        setsockopt(&ours, sockopt::ReusePort, &true).unwrap();
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&ours),
-            &SockaddrIn::from(v4),
-        )
-        .unwrap();
+        let _ours = [reuseport_listener(v4), reuseport_listener(v4)];
     }
 }
