@@ -42,6 +42,12 @@ fn check_part(part: &str) -> Result<(), StreamKeyError> {
 }
 
 impl StreamKey {
+    /// `/app/stream` (a URL path) → the stream key, if both parts are valid.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let (app, stream) = path.strip_prefix('/')?.split_once('/')?;
+        StreamKey::new(app, stream).ok()
+    }
+
     pub fn new(app: &str, stream: &str) -> Result<Self, StreamKeyError> {
         check_part(app)?;
         check_part(stream)?;

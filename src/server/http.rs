@@ -187,7 +187,7 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         return Reply::Done(Response::method_not_allowed("GET, HEAD, OPTIONS"));
     }
     if let Some(stem) = path.strip_suffix(".flv") {
-        let Some(key) = stream_key(stem) else {
+        let Some(key) = StreamKey::from_path(stem) else {
             return Reply::Done(Response::error(Status::NOT_FOUND));
         };
         return match shard.hub.subscribe(&key) {
@@ -206,12 +206,6 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         return Reply::Done(cors(shard, reply));
     }
     Reply::Done(cors(shard, Response::error(Status::NOT_FOUND)))
-}
-
-/// `/app/stream` → the stream key, if both parts are valid.
-pub(crate) fn stream_key(path: &str) -> Option<StreamKey> {
-    let (app, stream) = path.strip_prefix('/')?.split_once('/')?;
-    StreamKey::new(app, stream).ok()
 }
 
 /// The FLV tag of a frame: built once per frame per shard, shared by every HTTP-FLV

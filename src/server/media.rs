@@ -86,9 +86,13 @@ pub type MeshBatch = Vec<shards::hub::Envelope<StreamKey, Frame, ShardCmd>>;
 pub type StreamEntry = shards::directory::Entry<StreamKey, StreamShared>;
 pub type StreamDirectory = shards::directory::Directory<StreamKey, StreamShared>;
 
+/// Frames that could not be serialized for viewers, process-wide: a bug if ever
+/// non-zero, so one shared counter (touched only on that error) is enough.
+pub static SERIALIZE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
 /// A frame could not be serialized for viewers: logged and counted, never silent.
 pub(crate) fn serialize_failed(format: &str, frame: &Frame, e: &dyn std::fmt::Display) {
-    crate::server::metrics::ShardMetrics::add(&crate::server::metrics::SERIALIZE_ERRORS, 1);
+    SERIALIZE_ERRORS.fetch_add(1, Ordering::Relaxed);
     tracing::error!(format, bytes = frame.payload.len(), dts_ms = frame.dts_ms, error = %e,
         "bug: a frame could not be serialized for viewers; skipped");
 }
