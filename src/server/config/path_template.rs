@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::media::StreamKey;
+use crate::proto::hls::civil_from_days;
 
 use super::error::invalid;
 use super::ConfigError;
@@ -126,28 +127,13 @@ fn utc_stamp(at: SystemTime) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard
-/// Hinnant's `civil_from_days` algorithm (eras of 400 years).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
@@ -191,6 +177,32 @@ mod tests {
         assert_eq!(
             utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "20000229-000000"
+        );
+    }
+
+    #[test]
+    fn start_stamp_uses_the_playlist_calendar() {
+        // The same instant names the same second in a recording's file name and in an
+        // EXT-X-PROGRAM-DATE-TIME tag (both go through proto::hls's calendar).
+        for secs in [
+            0,
+            951_782_400,
+            1_704_067_199,
+            1_704_067_200,
+            1_709_251_198,
+            4_102_444_800,
+        ] {
+            let pdt = crate::proto::hls::format_program_date_time(secs * 1000);
+            let expected: String = pdt[..19]
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == 'T')
+                .collect::<String>()
+                .replace('T', "-");
+            assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(secs)), expected);
+        }
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(1_704_067_199)),
+            "20231231-235959"
         );
     }
 }
