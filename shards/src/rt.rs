@@ -442,8 +442,8 @@ pub struct Deadline {
     timer: glommio::timer::Timer,
     at: Instant,
     /// The waker the timer was last armed with: glommio re-inserts a timer into its
-    /// timer tree on every poll, so a task polled often (a viewer, at every frame)
-    /// re-arms only when its waker or the deadline changed.
+    /// timer tree on every poll (docs/runtime.md), so a task polled often (a viewer, at
+    /// every frame) re-arms only when its waker or the deadline changed.
     armed_for: Option<std::task::Waker>,
 }
 
