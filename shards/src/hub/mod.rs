@@ -263,7 +263,7 @@ where
                 .as_ref()
                 .expect("the core sends only to other shards");
             let (to, items) = (t.to, t.items);
-            if let Err(batch) = rt::channel::try_send(tx, t.batch) {
+            if let Err(batch) = tx.try_send(t.batch) {
                 self.core
                     .borrow_mut()
                     .handle_unsent(now, core::Transmit { to, batch, items });

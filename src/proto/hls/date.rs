@@ -113,8 +113,9 @@ fn days_in_month(year: u64, month: u64) -> u64 {
 }
 
 /// Days since 1970-01-01 to (year, month, day). Eras are 400-year cycles of 146,097
-/// days starting on March 1st, which puts the leap day at the end of the year.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// days starting on March 1st, which puts the leap day at the end of the year (Howard
+/// Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468; // shift the epoch to 0000-03-01
     let era = z / 146_097;
     let doe = z % 146_097; // day of era, 0..=146096

@@ -62,7 +62,7 @@ pub mod parse;
 pub mod playlist;
 mod snapshot;
 
-pub use date::{format_program_date_time, parse_program_date_time};
+pub use date::{civil_from_days, format_program_date_time, parse_program_date_time};
 pub use packager::{Packager, PartId, ResumePoint, Update};
 pub use snapshot::{CacheControl, HlsLookup, HlsSnapshot};
 
