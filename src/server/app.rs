@@ -135,7 +135,14 @@ async fn shard_main(
     metrics: Arc<Vec<ShardMetrics>>,
     fatal: Arc<Mutex<Vec<String>>>,
 ) {
-    let hub: Rc<StreamHub> = Hub::start(&mut ctx, dir, viewers, hub_config(&config)).await;
+    let hub: Rc<StreamHub> = Hub::start(
+        &mut ctx,
+        dir,
+        viewers,
+        hub_config(&config),
+        crate::server::media::describe_frame,
+    )
+    .await;
     let shard = Rc::new(Shard {
         id: ctx.id,
         count: ctx.count,

@@ -1,10 +1,10 @@
-//! How frames ride the shard runtime: [`Frame`] as a ring item, the serialize-once
-//! format slots, and the per-stream shared state in the directory.
+//! How frames ride the shard runtime: what a ring learns about a [`Frame`], the
+//! serialize-once format slots, and the per-stream shared state in the directory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
-use shards::ring::RingItem;
+use shards::ring::ItemMeta;
 
 use crate::media::{Codec, Frame, FrameKind, StreamKey, Track};
 use crate::server::cmd::ShardCmd;
@@ -26,26 +26,20 @@ pub mod config_slot {
     pub const METADATA: usize = 2;
 }
 
-impl RingItem for Frame {
-    fn is_keyframe(&self) -> bool {
-        self.starts_gop()
-    }
-
-    fn config_slot(&self) -> Option<usize> {
-        match (self.kind, self.codec) {
-            (FrameKind::Config, Codec::Video(_)) => Some(config_slot::VIDEO),
-            (FrameKind::Config, Codec::Audio(_)) => Some(config_slot::AUDIO),
-            (FrameKind::Metadata, _) => Some(config_slot::METADATA),
-            _ => None,
-        }
-    }
-
-    fn is_video(&self) -> bool {
-        self.track() == Track::Video
-    }
-
-    fn byte_len(&self) -> usize {
-        self.payload.len()
+/// What a ring needs to know about a frame ([`shards::hub::Hub::start`] takes this):
+/// computed once when the frame is pushed.
+pub fn describe_frame(frame: &Frame) -> ItemMeta {
+    let config_slot = match (frame.kind, frame.codec) {
+        (FrameKind::Config, Codec::Video(_)) => Some(config_slot::VIDEO),
+        (FrameKind::Config, Codec::Audio(_)) => Some(config_slot::AUDIO),
+        (FrameKind::Metadata, _) => Some(config_slot::METADATA),
+        _ => None,
+    };
+    ItemMeta {
+        keyframe: frame.starts_gop(),
+        video: frame.track() == Track::Video,
+        config_slot,
+        byte_len: frame.payload.len(),
     }
 }
 
