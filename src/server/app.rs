@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use proto::media::StreamKey;
 use shards::event::LocalEvent;
 use shards::hub::{Hub, HubConfig, HubEvent};
 use shards::ring::RingConfig;
@@ -17,7 +18,6 @@ use shards::rt::{self, Queue, TcpListener, TcpStream};
 use shards::topology::Topology;
 use shards::{ShardContext, Shutdown};
 
-use crate::media::StreamKey;
 use crate::server::cmd::ShardCmd;
 use crate::server::config::Config;
 use crate::server::media::{StreamDirectory, StreamHub};

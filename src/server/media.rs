@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
+use proto::media::{Codec, Frame, FrameKind, StreamKey, Track};
 use shards::ring::ItemMeta;
 
-use crate::media::{Codec, Frame, FrameKind, StreamKey, Track};
 use crate::server::cmd::ShardCmd;
 
 /// Serialize-once format slots of a ring slot (see `shards::ring`).
@@ -49,8 +49,8 @@ pub struct StreamShared {
     /// Codec summary for the API and HLS (set by the owner when configs arrive).
     pub info: ArcSwapOption<StreamInfo>,
     /// The HLS packager's latest snapshots (set by the owner after each part).
-    pub hls_ts: ArcSwapOption<crate::proto::hls::HlsSnapshot>,
-    pub hls_ll: ArcSwapOption<crate::proto::hls::HlsSnapshot>,
+    pub hls_ts: ArcSwapOption<proto::hls::HlsSnapshot>,
+    pub hls_ll: ArcSwapOption<proto::hls::HlsSnapshot>,
     /// Bumped after each HLS update, so blocked playlist requests on any shard re-check.
     pub hls_version: AtomicU64,
 }

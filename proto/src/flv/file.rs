@@ -84,7 +84,7 @@ enum State {
 /// A streaming FLV reader: push bytes split anywhere, pull tags.
 ///
 /// ```
-/// # use shardcast::proto::flv::{FlvReader, file_header};
+/// # use shardcast_proto::flv::{FlvReader, file_header};
 /// let mut reader = FlvReader::new();
 /// reader.push(&file_header(true, true));
 /// assert_eq!(reader.poll_tag(), Ok(None)); // needs more bytes
@@ -268,8 +268,8 @@ fn not_flv(buf: &[u8]) -> FlvError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flv::write_tag;
     use crate::media::{AudioCodec, Codec, FrameKind, Track, VideoCodec};
-    use crate::proto::flv::write_tag;
 
     fn read_all(chunks: &[&[u8]]) -> Vec<Tag> {
         let mut reader = FlvReader::new();

@@ -70,7 +70,10 @@ mod tests {
     use super::*;
 
     fn seeds(dir: &str) -> Vec<(String, Vec<u8>)> {
-        let path = format!("{}/testdata/flv/corpus/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../testdata/flv/corpus/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let mut out: Vec<_> = std::fs::read_dir(&path)
             .unwrap_or_else(|e| panic!("seed corpus {path}: {e}"))
             .map(|entry| {
@@ -104,27 +107,27 @@ mod tests {
     #[test]
     fn mutated_seeds_never_break_the_round_trip() {
         for (_, seed) in seeds("flv_tag") {
-            crate::proto::testkit::for_each_mutation(&seed, 2_000, flv_tag);
+            crate::testkit::for_each_mutation(&seed, 2_000, flv_tag);
         }
     }
 
     #[test]
     fn mutated_files_read_the_same_split_or_whole() {
         let file = std::fs::read(format!(
-            "{}/testdata/flv/hevc.flv",
+            "{}/../testdata/flv/hevc.flv",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();
         let mut seed = vec![0x01, 0x00];
         seed.extend_from_slice(&file[..600]);
-        crate::proto::testkit::for_each_mutation(&seed, 3_000, flv_reader);
+        crate::testkit::for_each_mutation(&seed, 3_000, flv_reader);
     }
 
     #[test]
     fn flv_reader_on_fixture_files() {
         for name in ["h264-aac.flv", "hevc.flv"] {
             let file = std::fs::read(format!(
-                "{}/testdata/flv/{name}",
+                "{}/../testdata/flv/{name}",
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap();

@@ -30,7 +30,6 @@
 //! - The non-standard CodecID 12 (HEVC in the AVC layout, used by some Chinese encoder
 //!   forks and accepted by SRS) is read as H.265 and written back as Enhanced RTMP.
 //! - Script data other than `onMetaData` (cue points, text) is ignored.
-#![forbid(unsafe_code)]
 
 mod body;
 mod file;

@@ -3,7 +3,7 @@
 //! Invariants checked besides "no panic": every fragment the muxer emits, after the
 //! current init segment, parses with our reader, and its samples lie inside the input.
 
-use crate::proto::ts::fuzzing::drive_muxer;
+use crate::ts::fuzzing::drive_muxer;
 
 use super::{reader, Fmp4Muxer};
 
@@ -37,14 +37,14 @@ pub fn fmp4_mux(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::fmp4::testsupport::testdata;
+    use crate::fmp4::testsupport::testdata;
 
     #[test]
     fn reader_survives_seeds_and_mutations() {
         for name in ["h264_aac.mp4", "h265.mp4", "av1.mp4", "vp9.mp4"] {
             let data = std::fs::read(testdata(&format!("golden/fmp4/{name}"))).unwrap();
             fmp4_reader(&data);
-            crate::proto::testkit::for_each_mutation(&data, 400, fmp4_reader);
+            crate::testkit::for_each_mutation(&data, 400, fmp4_reader);
         }
     }
 
@@ -79,6 +79,6 @@ mod tests {
         let mut chunks = 0;
         drive_muxer(&mut mux, &seed, |_| chunks += 1);
         assert_eq!(chunks, 6, "3 init segments and 3 fragments");
-        crate::proto::testkit::for_each_mutation(&seed, 300, fmp4_mux);
+        crate::testkit::for_each_mutation(&seed, 300, fmp4_mux);
     }
 }

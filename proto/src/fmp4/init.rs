@@ -259,7 +259,7 @@ fn write_es_descriptor(out: &mut Vec<u8>, asc: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::fmp4::reader;
+    use crate::fmp4::reader;
 
     #[test]
     fn init_segment_reads_back() {

@@ -4,7 +4,6 @@
 //! [`Fmp4Muxer`] serves HLS/LL-HLS fMP4 segments and fragmented-MP4 recordings (a file is
 //! the init segment followed by fragments, so a crash loses at most the fragment being
 //! written).
-#![forbid(unsafe_code)]
 
 pub mod boxes;
 pub mod fragment;

@@ -21,7 +21,7 @@ use crate::media::codec::{
     av1, codec_name, vp9, AudioSpecificConfig, Av1Config, AvcConfig, HevcConfig, VpConfig,
 };
 use crate::media::{AudioCodec, Codec, Frame, FrameKind, VideoCodec};
-use crate::proto::mux::{MuxError, Muxer};
+use crate::mux::{MuxError, Muxer};
 
 use super::fragment::{
     write_fragment, FragmentSample, TrackRun, SAMPLE_FLAGS_NON_SYNC, SAMPLE_FLAGS_SYNC,
@@ -376,11 +376,11 @@ impl Muxer for Fmp4Muxer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::Track as MediaTrack;
-    use crate::proto::fmp4::reader::{self, Fmp4File};
-    use crate::proto::fmp4::testsupport::{
+    use crate::fmp4::reader::{self, Fmp4File};
+    use crate::fmp4::testsupport::{
         assert_ffmpeg_decodes, assert_golden, ffprobe_codecs, frames_from_mp4,
     };
+    use crate::media::Track as MediaTrack;
 
     /// Muxes like the HLS packager: a fragment per GOP ending at the next key frame, the
     /// init segment fetched when the first fragment is published. Returns (init, fragments).

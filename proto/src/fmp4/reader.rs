@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::proto::mux::MuxError;
+use crate::mux::MuxError;
 
 use super::boxes::FourCc;
 
@@ -578,7 +578,7 @@ mod tests {
     fn reads_ffmpeg_fragmented_mp4() {
         let data = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/testdata/codec/h264_aac.mp4"
+            "/../testdata/codec/h264_aac.mp4"
         ))
         .unwrap();
         let file = parse(&data).unwrap();

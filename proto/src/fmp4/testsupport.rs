@@ -17,9 +17,11 @@ use bytes::Bytes;
 use super::reader;
 use crate::media::{AudioCodec, Codec, Frame, FrameKind, VideoCodec};
 
+/// A file of the repository's `testdata/` (one level above this crate: the server's
+/// integration tests and the fuzz corpora share it).
 pub fn testdata(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
+        .join("../testdata")
         .join(rel)
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::parse::{parse_media_playlist, parse_multivariant_playlist};
 use super::{HlsConfig, Packager, Variant};
 use crate::media::{AudioCodec, Codec, Frame, FrameKind, StreamKey, VideoCodec};
-use crate::proto::mux::{MuxError, Muxer};
+use crate::mux::{MuxError, Muxer};
 
 /// Reads `data` as a media and as a multivariant playlist; for each that parses,
 /// asserts `parse(render(p)) == p` and that rendering is then a fixed point.
@@ -209,7 +209,7 @@ mod tests {
     /// input).
     #[test]
     fn playlist_seeds_and_their_truncations_pass() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/hls");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/golden/hls");
         let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
             .expect("testdata/golden/hls exists")
             .map(|entry| {

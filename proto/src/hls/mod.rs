@@ -1,5 +1,5 @@
 //! HLS and LL-HLS packaging (RFC 8216, RFC 8216bis): cuts a stream's frames into
-//! segments and parts through a container [`Muxer`](crate::proto::mux::Muxer), renders
+//! segments and parts through a container [`Muxer`](crate::mux::Muxer), renders
 //! the playlists, and answers playlist, segment and part requests from an immutable
 //! [`HlsSnapshot`]. Sans-IO: frames and wall-clock readings go in, snapshots come out;
 //! the driver owns the HTTP server, the timers and the arc-swap that shares snapshots.
@@ -52,8 +52,7 @@
 //!
 //! # Golden files
 //! `testdata/golden/hls/*.m3u8` hold the playlists of the packager tests byte for byte;
-//! `UPDATE_GOLDEN=1 cargo test --lib proto::hls` rewrites them (review the diff).
-#![forbid(unsafe_code)]
+//! `UPDATE_GOLDEN=1 cargo test -p shardcast-proto hls::` rewrites them (review the diff).
 
 mod date;
 pub mod fuzzing;
@@ -67,7 +66,7 @@ pub use packager::{Packager, PartId, ResumePoint, Update};
 pub use snapshot::{CacheControl, HlsLookup, HlsSnapshot};
 
 use crate::media::StreamKey;
-use crate::proto::mux::MuxError;
+use crate::mux::MuxError;
 
 /// Which playlist flavour a packager produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -18,7 +18,7 @@ use super::playlist::{
 use super::snapshot::HlsSnapshot;
 use super::{HlsConfig, HlsError, Variant, VariantInfo};
 use crate::media::{Frame, FrameKind, StreamKey, Track};
-use crate::proto::mux::Muxer;
+use crate::mux::Muxer;
 
 /// Segments that have left the playlist stay downloadable for this many more segments:
 /// RFC 8216bis §6.2.2 requires a removed segment to remain available for its own
@@ -881,10 +881,10 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::hls::parse::{parse_media_playlist, parse_multivariant_playlist};
+    use crate::hls::{CacheControl, HlsLookup};
     use crate::media::{AudioCodec, Codec, VideoCodec};
-    use crate::proto::hls::parse::{parse_media_playlist, parse_multivariant_playlist};
-    use crate::proto::hls::{CacheControl, HlsLookup};
-    use crate::proto::mux::MuxError;
+    use crate::mux::MuxError;
 
     /// 2024-03-01T12:00:00Z: the fake wall clock reads this plus the frame's dts.
     const EPOCH_MS: u64 = 1_709_294_400_000;
@@ -1068,7 +1068,7 @@ mod tests {
 
     fn check_golden(name: &str, actual: &[u8]) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/golden/hls")
+            .join("../testdata/golden/hls")
             .join(name);
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, actual).unwrap();

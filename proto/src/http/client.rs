@@ -196,7 +196,7 @@ fn malformed(reason: &str) -> HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::http::{chunk, parse_request, Response, LAST_CHUNK};
+    use crate::http::{chunk, parse_request, Response, LAST_CHUNK};
 
     #[test]
     fn reads_what_the_server_side_writes() {

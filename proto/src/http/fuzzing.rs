@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn http_request_seeds() {
         let dir = format!(
-            "{}/testdata/http/corpus/http_request",
+            "{}/../testdata/http/corpus/http_request",
             env!("CARGO_MANIFEST_DIR")
         );
         let mut seeds: Vec<_> = std::fs::read_dir(&dir)
@@ -85,7 +85,7 @@ mod tests {
                 "seed {} holds no valid request",
                 path.display()
             );
-            crate::proto::testkit::for_each_mutation(&data, 2_000, http_request);
+            crate::testkit::for_each_mutation(&data, 2_000, http_request);
             for at in 0..data.len() {
                 let mut split = (at as u16).to_be_bytes().to_vec();
                 split.extend_from_slice(&data[2..]);

@@ -349,7 +349,7 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::http::Status;
+    use crate::http::Status;
 
     fn parse_all(wire: &[u8], limits: &Limits) -> (Vec<Request>, Option<HttpError>, usize) {
         let mut buf = BytesMut::from(wire);

@@ -310,7 +310,7 @@ pub fn chunk(data: Bytes) -> [Bytes; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::http::{parse_request, Limits};
+    use crate::http::{parse_request, Limits};
     use bytes::BytesMut;
 
     fn request(wire: &str) -> Request {
@@ -413,7 +413,7 @@ mod tests {
         let e = Response::method_not_allowed("GET, HEAD").encode(&get);
         assert!(text(&e.head).contains("Allow: GET, HEAD\r\n"));
 
-        let err = crate::proto::http::HttpError::ChunkedBody;
+        let err = crate::http::HttpError::ChunkedBody;
         let e = err.response().encode(&get);
         assert!(text(&e.head).starts_with("HTTP/1.1 411 "));
         assert!(!e.keep_alive, "a failed parse closes the connection");

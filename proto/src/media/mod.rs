@@ -1,6 +1,5 @@
 //! The media model shared by every protocol: [`Frame`], [`Codec`], [`StreamKey`], and the
 //! codec configuration readers in [`codec`]. No I/O, no clock.
-#![forbid(unsafe_code)]
 
 pub mod codec;
 mod frame;

@@ -498,8 +498,8 @@ impl RtmpClientConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::rtmp::chunk::ChunkDecoder;
-    use crate::proto::rtmp::command;
+    use crate::rtmp::chunk::ChunkDecoder;
+    use crate::rtmp::command;
 
     fn client(mode: ClientMode) -> (RtmpClientConn, Instant) {
         let mut c = RtmpClientConn::new(RtmpClientConfig::new("rtmp://h/live", "live", mode));
@@ -650,8 +650,7 @@ mod tests {
             &message::user_control(UserControl::StreamBegin { stream_id: 1 }),
         )
         .unwrap();
-        let big =
-            crate::proto::rtmp::chunk::serialize_message(6, 9, 1, 0, &[0u8; 2000], 128).unwrap();
+        let big = crate::rtmp::chunk::serialize_message(6, 9, 1, 0, &[0u8; 2000], 128).unwrap();
         c.handle_bytes(now, &big).unwrap();
         let acks = sent(&mut c, &mut d);
         assert!(

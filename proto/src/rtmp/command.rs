@@ -134,8 +134,8 @@ pub fn split_query(s: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::rtmp::chunk::ChunkDecoder;
-    use crate::proto::rtmp::message::Message;
+    use crate::rtmp::chunk::ChunkDecoder;
+    use crate::rtmp::message::Message;
 
     #[test]
     fn parses_generic_shape() {

@@ -95,16 +95,16 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::proto::rtmp::amf0::Amf0Value;
-    use crate::proto::rtmp::amf3::Amf3Value;
-    use crate::proto::rtmp::chunk::serialize_message;
-    use crate::proto::rtmp::message::{self, UserControl};
+    use crate::rtmp::amf0::Amf0Value;
+    use crate::rtmp::amf3::Amf3Value;
+    use crate::rtmp::chunk::serialize_message;
+    use crate::rtmp::message::{self, UserControl};
 
     const CAPTURE: &[u8] = include_bytes!("../../../testdata/rtmp/ffmpeg-publish-h264.bin");
 
     fn corpus_dir(target: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/rtmp/corpus")
+            .join("../testdata/rtmp/corpus")
             .join(target)
     }
 
@@ -220,7 +220,7 @@ mod tests {
         ]
     }
 
-    /// Rewrites the seed corpus. `UPDATE_SEEDS=1 cargo test --lib rtmp::fuzzing`.
+    /// Rewrites the seed corpus. `UPDATE_SEEDS=1 cargo test -p shardcast-proto rtmp::fuzzing`.
     #[test]
     fn seed_files_match_their_generator() {
         for (target, name, bytes) in generated_seeds() {
@@ -298,7 +298,7 @@ mod tests {
 #[cfg(test)]
 mod mutation_smoke {
     use super::*;
-    use crate::proto::rtmp::handshake::HandshakeRng;
+    use crate::rtmp::handshake::HandshakeRng;
 
     /// Random byte flips, insertions and truncations of the seeds, deterministic.
     #[test]
@@ -315,7 +315,7 @@ mod mutation_smoke {
         };
         let dirs = ["rtmp_chunk", "amf0", "amf3"];
         let root =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/rtmp/corpus");
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/rtmp/corpus");
         for target in dirs {
             let mut files: Vec<Vec<u8>> = std::fs::read_dir(root.join(target))
                 .unwrap()

@@ -377,7 +377,7 @@ pub fn data(stream_id: u32, values: &[Amf0Value], chunk_size: u32) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::rtmp::chunk::ChunkDecoder;
+    use crate::rtmp::chunk::ChunkDecoder;
 
     fn decode_one(wire: &[u8]) -> Message {
         let (used, msg) = ChunkDecoder::default().decode_chunk(wire).unwrap().unwrap();

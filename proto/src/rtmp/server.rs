@@ -8,7 +8,7 @@
 //! so nothing the client sent after the request is handled before the answer.
 //!
 //! Once a play is accepted the driver writes media to the socket itself, as bytes from
-//! [`crate::proto::rtmp::serialize_media`] shared by all players; they must go between
+//! [`crate::rtmp::serialize_media`] shared by all players; they must go between
 //! `Transmit` events, never inside one. Everything this connection sends uses type 0
 //! headers, so the two streams of messages never depend on each other's header state.
 
@@ -31,7 +31,7 @@ const MAX_STREAMS: u32 = 8;
 #[derive(Clone, Debug)]
 pub struct RtmpServerConfig {
     /// The chunk size announced after connect and used for all output. Media from
-    /// [`crate::proto::rtmp::serialize_media`] uses [`OUTGOING_CHUNK_SIZE`], so change
+    /// [`crate::rtmp::serialize_media`] uses [`OUTGOING_CHUNK_SIZE`], so change
     /// this only together with how media is serialized.
     pub chunk_size: u32,
     /// Window Acknowledgement Size sent to the client: it acknowledges every this many
@@ -894,12 +894,10 @@ fn strip_set_data_frame(body: Bytes) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::rtmp::chunk::{serialize_media, serialize_message, ChunkDecoder};
-    use crate::proto::rtmp::client::{
-        ClientMode, RtmpClientConfig, RtmpClientConn, RtmpClientEvent,
-    };
-    use crate::proto::rtmp::handshake::DigestScheme;
-    use crate::proto::rtmp::message::{COMMAND_AMF3, SET_CHUNK_SIZE};
+    use crate::rtmp::chunk::{serialize_media, serialize_message, ChunkDecoder};
+    use crate::rtmp::client::{ClientMode, RtmpClientConfig, RtmpClientConn, RtmpClientEvent};
+    use crate::rtmp::handshake::DigestScheme;
+    use crate::rtmp::message::{COMMAND_AMF3, SET_CHUNK_SIZE};
 
     const CAPTURE: &[u8] = include_bytes!("../../../testdata/rtmp/ffmpeg-publish-h264.bin");
 
@@ -1330,12 +1328,12 @@ mod tests {
             &amf0::encode_all(&[
                 "connect".into(),
                 1.0.into(),
-                Amf0Value::Amf3(crate::proto::rtmp::amf3::Amf3Value::Object {
+                Amf0Value::Amf3(crate::rtmp::amf3::Amf3Value::Object {
                     class_name: String::new(),
                     sealed: vec![],
                     dynamic: Some(vec![(
                         "app".into(),
-                        crate::proto::rtmp::amf3::Amf3Value::String("flex".into()),
+                        crate::rtmp::amf3::Amf3Value::String("flex".into()),
                     )]),
                 }),
             ])

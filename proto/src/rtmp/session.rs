@@ -140,8 +140,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::rtmp::chunk::serialize_message;
-    use crate::proto::rtmp::message::{MediaKind, AUDIO};
+    use crate::rtmp::chunk::serialize_message;
+    use crate::rtmp::message::{MediaKind, AUDIO};
 
     fn drain_tx(s: &mut Session) -> Vec<Message> {
         let mut out = Vec::new();

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use crate::media::{AudioCodec, Codec, Frame, FrameKind, VideoCodec};
-use crate::proto::mux::Muxer;
+use crate::mux::Muxer;
 
 use super::{reader, TsMuxer, PACKET_SIZE};
 
@@ -96,7 +96,7 @@ pub fn drive_muxer(mux: &mut dyn Muxer, data: &[u8], mut emit: impl FnMut(&Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::fmp4::testsupport::testdata;
+    use crate::fmp4::testsupport::testdata;
 
     /// Replays the golden files (the fuzz seeds) and deterministic mutations of them:
     /// every truncation point at packet granularity and scattered byte flips.
@@ -105,7 +105,7 @@ mod tests {
         for name in ["h264_aac.ts", "h265.ts", "mp3.ts"] {
             let data = std::fs::read(testdata(&format!("golden/ts/{name}"))).unwrap();
             ts_reader(&data);
-            crate::proto::testkit::for_each_mutation(&data, 400, ts_reader);
+            crate::testkit::for_each_mutation(&data, 400, ts_reader);
         }
     }
 
@@ -140,8 +140,8 @@ mod tests {
         let mut all = Vec::new();
         drive_muxer(&mut TsMuxer::new(), &seed, |b| all.extend_from_slice(b));
         let ts = reader::read(&all).unwrap();
-        assert_eq!(ts.pes_of(crate::proto::ts::muxer::VIDEO_PID).count(), 40);
-        assert!(ts.pes_of(crate::proto::ts::muxer::AUDIO_PID).count() > 0);
-        crate::proto::testkit::for_each_mutation(&seed, 300, ts_mux);
+        assert_eq!(ts.pes_of(crate::ts::muxer::VIDEO_PID).count(), 40);
+        assert!(ts.pes_of(crate::ts::muxer::AUDIO_PID).count() > 0);
+        crate::testkit::for_each_mutation(&seed, 300, ts_mux);
     }
 }

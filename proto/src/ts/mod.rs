@@ -1,6 +1,5 @@
 //! MPEG-TS (ISO/IEC 13818-1) for HLS: the [`TsMuxer`], PSI tables, PES packetization,
 //! and a [`reader`] that demuxes our output (and ffmpeg's) for tests and fuzzing.
-#![forbid(unsafe_code)]
 
 pub mod fuzzing;
 pub mod muxer;

@@ -23,7 +23,7 @@ use crate::media::codec::{
     codec_name, is_flv_mp3, nalu, AudioSpecificConfig, AvcConfig, HevcConfig,
 };
 use crate::media::{AudioCodec, Codec, Frame, FrameKind, VideoCodec};
-use crate::proto::mux::{MuxError, Muxer};
+use crate::mux::{MuxError, Muxer};
 
 use super::pes::{self, STREAM_ID_AUDIO, STREAM_ID_VIDEO};
 use super::psi::{self, PmtStream};
@@ -514,13 +514,13 @@ impl Muxer for TsMuxer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fmp4::testsupport::{
+        assert_ffmpeg_decodes, assert_golden, ffprobe_codecs, frames_from_mp4,
+    };
     use crate::media::codec::nalu::{
         annex_b_nalus, avc_nal_type, avc_type, hevc_nal_type, hevc_type,
     };
-    use crate::proto::fmp4::testsupport::{
-        assert_ffmpeg_decodes, assert_golden, ffprobe_codecs, frames_from_mp4,
-    };
-    use crate::proto::ts::reader::{self, TsStream};
+    use crate::ts::reader::{self, TsStream};
 
     /// Muxes `frames` the way the HLS packager does: a segment starts at every video key
     /// frame (or every `audio_only_segment_ms` without video). Returns the segments.

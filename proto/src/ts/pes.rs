@@ -2,7 +2,7 @@
 //! splitting of a PES into 188-byte TS packets with adaptation fields for PCR, the random
 //! access indicator and stuffing.
 
-use crate::proto::mux::MuxError;
+use crate::mux::MuxError;
 
 use super::{PACKET_SIZE, SYNC_BYTE};
 

@@ -4,7 +4,7 @@
 //! We write exactly one program with at most two elementary streams, so every section
 //! fits one packet; the reader accepts only such single-packet sections too.
 
-use crate::proto::mux::MuxError;
+use crate::mux::MuxError;
 
 use super::{PACKET_SIZE, SYNC_BYTE};
 

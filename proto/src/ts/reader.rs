@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::proto::mux::MuxError;
+use crate::mux::MuxError;
 
 use super::pes::{parse_pes_header, read_pcr_base};
 use super::psi::{self, PmtStream, TABLE_PAT, TABLE_PMT};

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::media::StreamKey;
+use proto::media::StreamKey;
 
 /// Why a configuration was refused. Every message names the key path (`hls.part_ms`),
 /// the offending value and what would be accepted.

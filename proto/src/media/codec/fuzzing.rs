@@ -117,7 +117,7 @@ mod tests {
     /// crash the fuzzer found (saved there as a seed) stays fixed.
     #[test]
     fn fuzz_seeds_run_clean() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/codec/seeds");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/codec/seeds");
         let mut count = 0;
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();

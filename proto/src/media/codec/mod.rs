@@ -73,9 +73,9 @@ pub(crate) fn cropped_size(
     Ok((width, height))
 }
 
-impl From<CodecError> for crate::proto::mux::MuxError {
+impl From<CodecError> for crate::mux::MuxError {
     fn from(e: CodecError) -> Self {
-        crate::proto::mux::MuxError::Malformed {
+        crate::mux::MuxError::Malformed {
             what: "codec data",
             detail: e.to_string(),
         }
@@ -294,7 +294,7 @@ mod tests {
 #[cfg(test)]
 mod real_config_tests {
     use super::*;
-    use crate::proto::fmp4::testsupport::frames_from_mp4;
+    use crate::fmp4::testsupport::frames_from_mp4;
 
     fn infos(name: &str) -> Vec<CodecInfo> {
         frames_from_mp4(name)

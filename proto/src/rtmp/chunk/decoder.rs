@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::EXTENDED_TIMESTAMP;
-use crate::proto::rtmp::{
+use crate::rtmp::{
     RtmpError, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_STREAMS, DEFAULT_MAX_MESSAGE_SIZE,
     MAX_CHUNK_SIZE,
 };
@@ -359,7 +359,7 @@ impl ChunkDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::rtmp::chunk::encoder::serialize_message;
+    use crate::rtmp::chunk::encoder::serialize_message;
 
     fn decode_all(d: &mut ChunkDecoder, mut input: &[u8]) -> Result<Vec<RawMessage>, RtmpError> {
         let mut out = Vec::new();

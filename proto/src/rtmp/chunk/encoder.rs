@@ -10,8 +10,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::EXTENDED_TIMESTAMP;
-use crate::proto::rtmp::message::MediaKind;
-use crate::proto::rtmp::{RtmpError, MAX_CHUNK_SIZE, OUTGOING_CHUNK_SIZE, PLAY_STREAM_ID};
+use crate::rtmp::message::MediaKind;
+use crate::rtmp::{RtmpError, MAX_CHUNK_SIZE, OUTGOING_CHUNK_SIZE, PLAY_STREAM_ID};
 
 const MAX_MESSAGE_LEN: usize = 0x00FF_FFFF;
 
@@ -123,7 +123,7 @@ pub fn serialize_message(
 
 /// The bytes every player receives for one audio, video or data message: the server's
 /// chunk stream for `kind`, message stream [`PLAY_STREAM_ID`], the
-/// [`OUTGOING_CHUNK_SIZE`] that [`crate::proto::rtmp::RtmpServerConn`] announces, and
+/// [`OUTGOING_CHUNK_SIZE`] that [`crate::rtmp::RtmpServerConn`] announces, and
 /// an absolute timestamp. `body` is the FLV tag body (for data, the AMF0 `onMetaData`
 /// body without `@setDataFrame`).
 ///
@@ -146,7 +146,7 @@ pub fn serialize_media(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::rtmp::chunk::ChunkDecoder;
+    use crate::rtmp::chunk::ChunkDecoder;
 
     #[test]
     fn layout_of_a_small_message() {
