@@ -11,6 +11,9 @@
 //!
 //! The server (the `shardcast` crate) drives these from its shards: socket → protocol
 //! core → stream → viewers.
+//!
+//! The `fuzzing` modules (one per parser area) hold the fuzz targets' entry points; they
+//! are built for tests and with the `fuzzing` feature only.
 #![forbid(unsafe_code)]
 
 pub mod media;

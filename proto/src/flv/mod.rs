@@ -33,6 +33,7 @@
 
 mod body;
 mod file;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 
 pub use body::{parse_body, strip_set_data_frame, tag_kind, write_body, write_tag, TagKind};

@@ -7,6 +7,7 @@
 
 pub mod boxes;
 pub mod fragment;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod init;
 pub mod muxer;

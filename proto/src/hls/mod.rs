@@ -55,6 +55,7 @@
 //! `UPDATE_GOLDEN=1 cargo test -p shardcast-proto hls::` rewrites them (review the diff).
 
 mod date;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod packager;
 pub mod parse;

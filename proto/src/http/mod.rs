@@ -17,6 +17,7 @@
 //! `Expect: 100-continue` (clients send the body anyway after a short wait), HTTP/2.
 
 mod client;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod request;
 mod response;

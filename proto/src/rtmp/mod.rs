@@ -39,6 +39,7 @@ pub mod amf3;
 pub mod chunk;
 mod client;
 pub mod command;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod handshake;
 pub mod message;

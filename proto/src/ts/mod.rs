@@ -1,6 +1,7 @@
 //! MPEG-TS (ISO/IEC 13818-1) for HLS: the [`TsMuxer`], PSI tables, PES packetization,
 //! and a [`reader`] that demuxes our output (and ffmpeg's) for tests and fuzzing.
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod muxer;
 pub mod pes;

@@ -11,6 +11,7 @@ pub mod aac;
 pub mod av1;
 pub mod avc;
 pub mod bits;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod hevc;
 pub mod nalu;
