@@ -92,7 +92,7 @@ pub struct ServerConfig {
     /// Address every listener binds to; default 127.0.0.1 (operators set 0.0.0.0).
     pub bind: IpAddr,
     pub log_format: LogFormat,
-    /// A tracing filter (`info`, `info,shardcast::proto::rtmp=debug`); `RUST_LOG` wins.
+    /// A tracing filter (`info`, `info,shardcast_proto::rtmp=debug`); `RUST_LOG` wins.
     pub log_level: String,
     /// How long a graceful shutdown waits for connections to drain; default 5000.
     pub shutdown_timeout_ms: u64,
@@ -840,7 +840,7 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// legal for `EnvFilter` (it enables one target at every level) but in a config file
 /// it is nearly always a misspelt level that would silence all other logging.
 pub fn check_log_filter(filter: &str) -> Result<(), String> {
-    const FORM: &str = "a tracing filter such as \"info\" or \"info,shardcast::proto=debug\"";
+    const FORM: &str = "a tracing filter such as \"info\" or \"info,shardcast_proto=debug\"";
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let bare = !directive.contains(['=', '[']);
         if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
@@ -1283,7 +1283,7 @@ mod tests {
             invalid_key("[server]\nbind = \"localhost\"\n").0,
             "server.bind"
         );
-        parse_ok("[server]\nlog_level = \"warn,shardcast::proto::rtmp=debug\"\nbind = \"::\"\n");
+        parse_ok("[server]\nlog_level = \"warn,shardcast_proto::rtmp=debug\"\nbind = \"::\"\n");
     }
 
     #[test]
