@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardcast::proto::rtmp::MediaKind;
+use proto::rtmp::MediaKind;
 
 /// A small deterministic PRNG (xorshift64*): the run is the same every time.
 struct Rng(u64);

@@ -6,10 +6,10 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use proto::http::{Method, Request, Response, Status};
+use proto::media::StreamKey;
 use serde_json::json;
 
-use crate::media::StreamKey;
-use crate::proto::http::{Method, Request, Response, Status};
 use crate::server::cmd::ShardCmd;
 use crate::server::shard::Shard;
 

@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use proto::media::StreamKey;
 use shards::event::LocalEvent;
 use shards::hub::{Hub, HubConfig, HubEvent};
 use shards::ring::RingConfig;
@@ -17,7 +18,6 @@ use shards::rt::{self, Queue, TcpListener, TcpStream};
 use shards::topology::Topology;
 use shards::{ShardContext, Shutdown};
 
-use crate::media::StreamKey;
 use crate::server::cmd::ShardCmd;
 use crate::server::config::Config;
 use crate::server::media::{StreamDirectory, StreamHub};
@@ -135,7 +135,14 @@ async fn shard_main(
     metrics: Arc<Vec<ShardMetrics>>,
     fatal: Arc<Mutex<Vec<String>>>,
 ) {
-    let hub: Rc<StreamHub> = Hub::start(&mut ctx, dir, viewers, hub_config(&config)).await;
+    let hub: Rc<StreamHub> = Hub::start(
+        &mut ctx,
+        dir,
+        viewers,
+        hub_config(&config),
+        crate::server::media::describe_frame,
+    )
+    .await;
     let shard = Rc::new(Shard {
         id: ctx.id,
         count: ctx.count,

@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 
-use crate::media::StreamKey;
-use crate::proto::rtmp::RtmpServerConn;
+use proto::media::StreamKey;
+use proto::rtmp::RtmpServerConn;
 
 /// A publisher connection handed to the stream's owner shard: the socket and the
 /// connection's state move, the publish is retried there.

@@ -8,11 +8,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proto::hls::{HlsLookup, HlsSnapshot, Variant};
+use proto::http::{Request, Response, Status};
+use proto::media::StreamKey;
 use shards::rt;
 
-use crate::media::StreamKey;
-use crate::proto::hls::{HlsLookup, HlsSnapshot, Variant};
-use crate::proto::http::{Request, Response, Status};
 use crate::server::shard::Shard;
 use crate::server::streams::{WaitRefused, Waiting};
 

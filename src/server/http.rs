@@ -12,11 +12,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use proto::flv;
+use proto::http::{self as h, Method, Request, Response, Status};
+use proto::media::{Frame, StreamKey};
 use shards::rt::{self, TcpStream};
 
-use crate::media::{Frame, StreamKey};
-use crate::proto::flv;
-use crate::proto::http::{self as h, Method, Request, Response, Status};
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::media::{format, StreamSubscription};
 use crate::server::metrics::{Disconnect, ShardMetrics};

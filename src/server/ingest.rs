@@ -9,11 +9,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use proto::flv::{self, TagKind};
+use proto::media::{Frame, StreamKey, Track};
 use shards::event::LocalEvent;
 use shards::hub::PublishError;
 
-use crate::media::{Frame, StreamKey, Track};
-use crate::proto::flv::{self, TagKind};
 use crate::server::media::StreamPublisher;
 use crate::server::shard::{Held, Shard};
 use crate::server::streams::OwnerState;

@@ -13,12 +13,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use proto::flv::{self, TagKind};
+use proto::media::{Frame, StreamKey};
+use proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
 use shards::hub::{PublishError, SubscribeError};
 use shards::rt::{self, Queue, TcpStream};
 
-use crate::media::{Frame, StreamKey};
-use crate::proto::flv::{self, TagKind};
-use crate::proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
 use crate::server::cmd::{Handover, ShardCmd};
 use crate::server::config::PlayMissing;
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};

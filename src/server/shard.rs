@@ -8,10 +8,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
+use proto::media::StreamKey;
 use shards::event::LocalEvent;
 use shards::Shutdown;
 
-use crate::media::StreamKey;
 use crate::server::config::Config;
 use crate::server::media::StreamHub;
 use crate::server::metrics::ShardMetrics;

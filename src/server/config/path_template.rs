@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::media::StreamKey;
-use crate::proto::hls::civil_from_days;
+use proto::media::StreamKey;
+use proto::hls::civil_from_days;
 
 use super::error::invalid;
 use super::ConfigError;
@@ -192,7 +192,7 @@ mod tests {
             1_709_251_198,
             4_102_444_800,
         ] {
-            let pdt = crate::proto::hls::format_program_date_time(secs * 1000);
+            let pdt = proto::hls::format_program_date_time(secs * 1000);
             let expected: String = pdt[..19]
                 .chars()
                 .filter(|c| c.is_ascii_digit() || *c == 'T')

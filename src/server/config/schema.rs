@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::media::StreamKey;
+use proto::media::StreamKey;
 
 use super::{ConfigError, Cores, PathTemplate};
 
@@ -38,7 +38,7 @@ pub struct ServerConfig {
     /// Address every listener binds to; default 127.0.0.1 (operators set 0.0.0.0).
     pub bind: IpAddr,
     pub log_format: LogFormat,
-    /// A tracing filter (`info`, `info,shardcast::proto::rtmp=debug`); `RUST_LOG` wins.
+    /// A tracing filter (`info`, `info,shardcast_proto::rtmp=debug`); `RUST_LOG` wins.
     pub log_level: String,
     /// How long a graceful shutdown waits for connections to drain; default 5000.
     pub shutdown_timeout_ms: u64,

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::media::StreamKey;
+use proto::media::StreamKey;
 
 use super::cores::CORES_EXPECTED;
 use super::error::invalid;
@@ -107,7 +107,7 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// legal for `EnvFilter` (it enables one target at every level) but in a config file
 /// it is nearly always a misspelt level that would silence all other logging.
 pub fn check_log_filter(filter: &str) -> Result<(), String> {
-    const FORM: &str = "a tracing filter such as \"info\" or \"info,shardcast::proto=debug\"";
+    const FORM: &str = "a tracing filter such as \"info\" or \"info,shardcast_proto=debug\"";
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let bare = !directive.contains(['=', '[']);
         if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
@@ -418,7 +418,7 @@ mod tests {
             invalid_key("[server]\nbind = \"localhost\"\n").0,
             "server.bind"
         );
-        parse_ok("[server]\nlog_level = \"warn,shardcast::proto::rtmp=debug\"\nbind = \"::\"\n");
+        parse_ok("[server]\nlog_level = \"warn,shardcast_proto::rtmp=debug\"\nbind = \"::\"\n");
     }
 
     #[test]

@@ -26,10 +26,10 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use proto::media::StreamKey;
 use shards::directory::ClaimId;
 use shards::event::{LocalEvent, Notify};
 
-use crate::media::StreamKey;
 use crate::server::media::StreamHub;
 use crate::server::metrics::ShardMetrics;
 

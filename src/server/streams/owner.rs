@@ -5,8 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::media::timeline::{Timeline, TimelineConfig};
-use crate::media::{Codec, Frame, FrameKind, StreamKey};
+use proto::media::timeline::{Timeline, TimelineConfig};
+use proto::media::{Codec, Frame, FrameKind, StreamKey};
+
 use crate::server::config::Config;
 use crate::server::media::{StreamEntry, StreamInfo};
 use crate::server::streams::packagers::Packagers;
@@ -67,7 +68,7 @@ impl OwnerState {
     }
 
     fn note_config(&mut self, frame: &Frame, entry: &StreamEntry) {
-        let summary = crate::media::codec::CodecInfo::from_config(frame).ok();
+        let summary = proto::media::codec::CodecInfo::from_config(frame).ok();
         match frame.codec {
             Codec::Video(_) => {
                 self.info.video_codec = summary

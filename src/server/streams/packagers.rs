@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::media::{Frame, FrameKind, StreamKey};
-use crate::proto::fmp4::Fmp4Muxer;
-use crate::proto::hls::{HlsConfig, Packager, Update, Variant, VariantInfo};
-use crate::proto::ts::TsMuxer;
+use proto::fmp4::Fmp4Muxer;
+use proto::hls::{HlsConfig, Packager, Update, Variant, VariantInfo};
+use proto::media::{Frame, FrameKind, StreamKey};
+use proto::ts::TsMuxer;
+
 use crate::server::cmd::ShardCmd;
 use crate::server::config::Config;
 use crate::server::media::StreamEntry;
