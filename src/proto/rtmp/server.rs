@@ -45,7 +45,9 @@ pub struct RtmpServerConfig {
     /// A connection that sends nothing for this long is closed. Players answer pings,
     /// so with `ping_interval` set, a live player is never idle this long.
     pub idle_timeout: Duration,
-    /// Send a ping request this often once connected; `None` for never.
+    /// Send a ping request this often once connected; `None` for never. Pings go out at
+    /// least twice per `idle_timeout` whatever this says, so a player (which has nothing
+    /// else to send but a rare acknowledgement) always answers one in time.
     pub ping_interval: Option<Duration>,
     /// Most bytes buffered while a connect/publish/play decision is pending.
     pub max_backlog_bytes: usize,
@@ -262,6 +264,12 @@ impl RtmpServerConn {
         self.session.unacknowledged()
     }
 
+    /// How often a connected peer is pinged (see `RtmpServerConfig::ping_interval`).
+    fn ping_every(&self) -> Option<Duration> {
+        let every = self.config.ping_interval?;
+        Some(every.min(self.config.idle_timeout / 2))
+    }
+
     fn start_clocks(&mut self, now: Instant) {
         if self.started.is_none() {
             self.started = Some(now);
@@ -293,7 +301,7 @@ impl RtmpServerConn {
             self.close(CloseReason::HandshakeTimeout);
         } else if now >= last + self.config.idle_timeout {
             self.close(CloseReason::IdleTimeout);
-        } else if let (Some(at), Some(every)) = (self.next_ping, self.config.ping_interval) {
+        } else if let (Some(at), Some(every)) = (self.next_ping, self.ping_every()) {
             if now >= at {
                 let timestamp = now.duration_since(started).as_millis() as u32;
                 self.transmit(message::user_control(UserControl::PingRequest {
@@ -715,7 +723,7 @@ impl RtmpServerConn {
         }
         self.transmit(command::result(0, transaction_id, &[props, info], cs));
         self.app = Some(app);
-        if let (Some(every), Some(last)) = (self.config.ping_interval, self.last_received) {
+        if let (Some(every), Some(last)) = (self.ping_every(), self.last_received) {
             self.next_ping = Some(last + every);
         }
         self.resume()
@@ -1469,6 +1477,55 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn a_player_that_answers_pings_outlives_an_idle_timeout_shorter_than_the_ping_interval() {
+        // streams.idle_timeout_ms may be set below the 20 s ping interval; a player that
+        // sends nothing but ping answers must still never be idle that long.
+        let config = RtmpServerConfig {
+            idle_timeout: Duration::from_secs(4),
+            ping_interval: Some(Duration::from_secs(20)),
+            ..RtmpServerConfig::default()
+        };
+        let (mut s, start) = connected_server(config);
+        sent_commands(&mut s);
+        let (mut now, mut answered) = (start, start);
+        let mut pings = 0;
+        while now < start + Duration::from_secs(60) {
+            now = s.poll_timeout().expect("a connected player has a timer");
+            s.handle_timeout(now);
+            while let Some(ev) = s.poll_event() {
+                match ev {
+                    RtmpEvent::Transmit(b) => {
+                        let (_, m) = ChunkDecoder::default().decode_chunk(&b).unwrap().unwrap();
+                        let Message::UserControl(UserControl::PingRequest { timestamp }) =
+                            Message::parse(m.unwrap()).unwrap()
+                        else {
+                            panic!("only pings are sent")
+                        };
+                        pings += 1;
+                        // answered after a 100 ms round trip
+                        let pong = message::user_control(UserControl::PingResponse { timestamp });
+                        answered = now + Duration::from_millis(100);
+                        s.handle_bytes(answered, &pong).unwrap();
+                    }
+                    other => panic!("at {:?}: {other:?}", now - start),
+                }
+            }
+        }
+        assert!(pings >= 30, "{pings} pings in 60 s");
+        // One that stops answering is closed the idle timeout after its last answer.
+        loop {
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+            let closed = std::iter::from_fn(|| s.poll_event())
+                .any(|e| e == RtmpEvent::Closed(CloseReason::IdleTimeout));
+            if closed {
+                break;
+            }
+        }
+        assert_eq!(now, answered + Duration::from_secs(4));
     }
 
     #[test]
