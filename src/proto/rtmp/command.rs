@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::amf0::Amf0Value;
 use super::message;
-use super::RtmpError;
+use super::{RtmpError, MAX_NAME_BYTES, MAX_QUERY_BYTES};
 
 /// A decoded command message.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,6 +129,24 @@ fn reply(name: &str, stream_id: u32, txn: f64, values: &[Amf0Value], chunk_size:
 /// Splits `name?query` at the first `?`; the query is kept verbatim (it carries tokens).
 pub fn split_query(s: &str) -> (&str, &str) {
     s.split_once('?').unwrap_or((s, ""))
+}
+
+/// Why a `name` and its `query` from a peer are refused for their length (the text for
+/// the peer), if they are: see [`MAX_NAME_BYTES`] and [`MAX_QUERY_BYTES`].
+pub fn check_lengths(what: &str, name: &str, query: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{what} is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        ));
+    }
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(format!(
+            "the query string of the {what} is {} bytes long; at most {MAX_QUERY_BYTES} are allowed",
+            query.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

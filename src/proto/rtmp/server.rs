@@ -23,7 +23,7 @@ use super::command::{self, split_query, Command};
 use super::handshake::{self, HandshakeKind, HandshakeRng, HANDSHAKE_SIZE};
 use super::message::{self, MediaKind, Message, PublishType, UserControl};
 use super::session::Session;
-use super::{RtmpError, OUTGOING_CHUNK_SIZE, PLAY_STREAM_ID};
+use super::{RtmpError, MAX_TC_URL_BYTES, OUTGOING_CHUNK_SIZE, PLAY_STREAM_ID};
 
 /// Most message streams one connection may create.
 const MAX_STREAMS: u32 = 8;
@@ -488,8 +488,24 @@ impl RtmpServerConn {
                         .unwrap_or_default();
                 }
                 // OBS sends "live/" for a server URL ending in a slash
-                let app = app.trim_end_matches('/').to_owned();
-                let query = query.to_owned();
+                let app = app.trim_end_matches('/');
+                let too_long = match command::check_lengths("application name", app, query) {
+                    Err(why) => Some(why),
+                    Ok(()) => tc_url
+                        .as_ref()
+                        .filter(|u| u.len() > MAX_TC_URL_BYTES)
+                        .map(|u| {
+                            format!(
+                                "tcUrl is {} bytes long; at most {MAX_TC_URL_BYTES} are allowed",
+                                u.len()
+                            )
+                        }),
+                };
+                if let Some(why) = too_long {
+                    self.refuse_connect(c.transaction_id, &why);
+                    return Ok(());
+                }
+                let (app, query) = (app.to_owned(), query.to_owned());
                 let object_encoding = c
                     .object
                     .property("objectEncoding")
@@ -548,6 +564,10 @@ impl RtmpServerConn {
                     .arg_str(1)
                     .and_then(PublishType::parse)
                     .unwrap_or(PublishType::Live);
+                if let Err(why) = command::check_lengths("stream name", name, query) {
+                    self.status(sid, "error", "NetStream.Publish.BadName", &why);
+                    return Ok(());
+                }
                 if self.publishing.is_some() || self.playing.is_some() || name.is_empty() {
                     let why = if name.is_empty() {
                         "No stream name."
@@ -576,6 +596,11 @@ impl RtmpServerConn {
                 let start = PlayStart::from_arg(c.arg_number(1));
                 let duration = c.arg_number(2).unwrap_or(-1.0);
                 let reset = c.arg_bool(3).unwrap_or(true);
+                if let Err(why) = command::check_lengths("stream name", name, query) {
+                    // What the driver answers for any name that cannot be a stream key.
+                    self.status(sid, "error", "NetStream.Play.StreamNotFound", &why);
+                    return Ok(());
+                }
                 if self.publishing.is_some() || self.playing.is_some() || name.is_empty() {
                     self.status(
                         sid,
@@ -740,6 +765,12 @@ impl RtmpServerConn {
                 state: "no connect is pending",
             });
         };
+        self.refuse_connect(transaction_id, reason);
+        Ok(())
+    }
+
+    /// `_error` with `NetConnection.Connect.Rejected`, then the connection closes.
+    fn refuse_connect(&mut self, transaction_id: f64, reason: &str) {
         let status = command::status_object("error", "NetConnection.Connect.Rejected", reason);
         let b = command::error(
             0,
@@ -749,7 +780,6 @@ impl RtmpServerConn {
         );
         self.transmit(b);
         self.close(CloseReason::Rejected);
-        Ok(())
     }
 
     /// Accepts the pending publish: StreamBegin and `NetStream.Publish.Start`; media
@@ -933,6 +963,10 @@ mod tests {
         fn new(mode: ClientMode, digest: bool, answer: Answer) -> Pair {
             let mut cfg = RtmpClientConfig::new("rtmp://localhost/live?tok=1", "live", mode);
             cfg.digest_handshake = digest;
+            Pair::with_config(cfg, answer)
+        }
+
+        fn with_config(cfg: RtmpClientConfig, answer: Answer) -> Pair {
             let mut p = Pair {
                 now: Instant::now(),
                 server: RtmpServerConn::new(RtmpServerConfig::default()),
@@ -1165,6 +1199,94 @@ mod tests {
         assert!(!p.server.is_playing());
         assert_eq!(p.status_codes(), ["NetStream.Play.StreamNotFound"]);
         p.pump();
+    }
+
+    #[test]
+    fn names_and_queries_over_the_limits_are_refused_by_the_core() {
+        use crate::proto::rtmp::{MAX_NAME_BYTES, MAX_QUERY_BYTES};
+        let long = |n: usize| "a".repeat(n);
+        // At a limit the driver decides; over it the core refuses, and the driver never
+        // sees the request.
+        for (name, refused) in [
+            (long(MAX_NAME_BYTES), false),
+            (long(MAX_NAME_BYTES + 1), true),
+            (long(10_000), true),
+            (format!("cam?{}", long(MAX_QUERY_BYTES)), false),
+            (format!("cam?{}", long(MAX_QUERY_BYTES + 1)), true),
+        ] {
+            let shown = (name.len(), refused);
+            let mode = ClientMode::Publish {
+                name: name.clone(),
+                publish_type: PublishType::Live,
+            };
+            let p = Pair::new(mode, false, Answer::Accept);
+            let requested = |p: &Pair| {
+                p.server_events.iter().any(|e| {
+                    matches!(
+                        e,
+                        RtmpEvent::PublishRequested { .. } | RtmpEvent::PlayRequested { .. }
+                    )
+                })
+            };
+            assert_eq!(requested(&p), !refused, "{shown:?}");
+            let want = if refused {
+                "NetStream.Publish.BadName"
+            } else {
+                "NetStream.Publish.Start"
+            };
+            assert_eq!(p.status_codes(), [want], "{shown:?}");
+            if refused {
+                assert!(p.client_events.iter().any(|e| matches!(e,
+                    RtmpClientEvent::Status { description, .. } if description.contains("bytes long"))));
+            }
+            let p = Pair::new(ClientMode::Play { name }, false, Answer::Accept);
+            assert_eq!(requested(&p), !refused, "{shown:?}");
+            let want: &[&str] = if refused {
+                &["NetStream.Play.StreamNotFound"]
+            } else {
+                &["NetStream.Play.Reset", "NetStream.Play.Start"]
+            };
+            assert_eq!(p.status_codes(), want, "{shown:?}");
+        }
+        for (app, tc_url, refused) in [
+            (long(MAX_NAME_BYTES), "rtmp://h/x".to_owned(), false),
+            (long(MAX_NAME_BYTES + 1), "rtmp://h/x".to_owned(), true),
+            (
+                format!("live?{}", long(MAX_QUERY_BYTES + 1)),
+                "rtmp://h/x".to_owned(),
+                true,
+            ),
+            (
+                "live".to_owned(),
+                format!("rtmp://h/live?{}", long(MAX_QUERY_BYTES + 1)),
+                true,
+            ),
+            (
+                "live?t=1".to_owned(),
+                format!("rtmp://h/{}", long(MAX_TC_URL_BYTES)),
+                true,
+            ),
+        ] {
+            let shown = (app.len(), tc_url.len(), refused);
+            let cfg = RtmpClientConfig::new(&tc_url, &app, ClientMode::Play { name: "cam".into() });
+            let p = Pair::with_config(cfg, Answer::Accept);
+            let asked = p
+                .server_events
+                .iter()
+                .any(|e| matches!(e, RtmpEvent::ConnectRequested { .. }));
+            assert_eq!(asked, !refused, "{shown:?}");
+            let rejected = p.client_events.iter().any(|e| {
+                matches!(e, RtmpClientEvent::CallFailed { command: "connect", code, .. }
+                    if code == "NetConnection.Connect.Rejected")
+            });
+            assert_eq!(rejected, refused, "{shown:?}");
+            if refused {
+                assert_eq!(
+                    p.server_events.last(),
+                    Some(&RtmpEvent::Closed(CloseReason::Rejected))
+                );
+            }
+        }
     }
 
     #[test]
