@@ -348,7 +348,8 @@ impl Session {
                         self.app = Some(app);
                     } else {
                         ShardMetrics::add(&self.shard.metrics().rejected, 1);
-                        tracing::info!(peer = ?self.peer, %app, "RTMP connect rejected: unknown app");
+                        // Debug-quoted: a peer's newline must not forge a log line.
+                        tracing::info!(peer = ?self.peer, ?app, "RTMP connect rejected: unknown app");
                         let reason = format!(
                             "unknown application '{app}'; configured apps: {}",
                             apps.join(", ")

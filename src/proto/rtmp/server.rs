@@ -537,7 +537,7 @@ impl RtmpServerConn {
                             command::status_object(
                                 "status",
                                 "NetStream.Publish.Start",
-                                c.arg_str(0).unwrap_or_default(),
+                                command::quoted(c.arg_str(0).unwrap_or_default()),
                             ),
                         ],
                         self.config.chunk_size,
@@ -666,8 +666,9 @@ impl RtmpServerConn {
             // replies to calls we never make, and client notifications
             "_result" | "_error" | "onStatus" | "onBWDone" | "_onbwcheck" | "_onbwdone" => {}
             _ => {
-                tracing::debug!(command = %c.name, "unknown command");
-                let description = format!("Method not found ({}).", c.name);
+                let name = command::quoted(&c.name);
+                tracing::debug!(command = ?name, "unknown command");
+                let description = format!("Method not found ({name}).");
                 self.reply_error(sid, &c, "NetConnection.Call.Failed", &description);
             }
         }
@@ -938,6 +939,7 @@ mod tests {
     };
     use crate::proto::rtmp::handshake::DigestScheme;
     use crate::proto::rtmp::message::{COMMAND_AMF3, SET_CHUNK_SIZE};
+    use crate::proto::rtmp::MAX_NAME_BYTES;
 
     const CAPTURE: &[u8] = include_bytes!("../../../testdata/rtmp/ffmpeg-publish-h264.bin");
 
@@ -1444,6 +1446,47 @@ mod tests {
                 .property("code")
                 .and_then(Amf0Value::as_str),
             Some("NetConnection.Call.Failed")
+        );
+    }
+
+    #[test]
+    fn replies_quote_at_most_256_bytes_of_a_peer_string() {
+        let (mut s, now) = connected_server(RtmpServerConfig::default());
+        sent_commands(&mut s);
+        let long = "x".repeat(100_000);
+        let calls = [
+            message::command(
+                0,
+                &[long.as_str().into(), 7.0.into(), Amf0Value::Null],
+                4096,
+            ),
+            message::command(
+                0,
+                &[
+                    "FCPublish".into(),
+                    8.0.into(),
+                    Amf0Value::Null,
+                    long.as_str().into(),
+                ],
+                4096,
+            ),
+        ];
+        s.handle_bytes(now, &message::set_chunk_size(4096)).unwrap();
+        for call in calls {
+            s.handle_bytes(now, &call).unwrap();
+        }
+        let replies = sent_commands(&mut s);
+        let descriptions: Vec<usize> = replies
+            .iter()
+            .flat_map(|c| c.args.iter())
+            .filter_map(|a| a.property("description").and_then(Amf0Value::as_str))
+            .map(str::len)
+            .collect();
+        // the unknown command's _error and onFCPublish's status
+        assert_eq!(descriptions.len(), 2, "{replies:?}");
+        assert!(
+            descriptions.iter().all(|&n| n <= MAX_NAME_BYTES + 32),
+            "{descriptions:?}"
         );
     }
 
