@@ -40,6 +40,8 @@ pub enum HttpError {
     BadTarget { target: String },
     #[error("request target '{target}' has invalid percent-encoding or is not UTF-8")]
     BadPercentEncoding { target: String },
+    #[error("request target '{target}' has an encoded slash (%2F) in its path; no route has one")]
+    EncodedSlash { target: String },
     #[error("invalid Content-Length '{value}'")]
     BadContentLength { value: String },
     #[error("chunked request bodies are not accepted; send the body with a Content-Length")]
@@ -60,6 +62,7 @@ impl HttpError {
             HttpError::Malformed { .. }
             | HttpError::BadTarget { .. }
             | HttpError::BadPercentEncoding { .. }
+            | HttpError::EncodedSlash { .. }
             | HttpError::BadContentLength { .. } => Status::BAD_REQUEST,
             HttpError::ChunkedBody => Status::LENGTH_REQUIRED,
             HttpError::UnsupportedTransferEncoding { .. } => Status::NOT_IMPLEMENTED,

@@ -293,6 +293,18 @@ fn split_target(
         target: target.to_owned(),
     };
     let (raw_path, raw_query) = origin_form.split_once('?').unwrap_or((&origin_form, ""));
+    // Routes are matched on the decoded path, so an encoded slash would act as a
+    // separator that a proxy in front, matching raw paths, does not see
+    // (`/api%2Fstreams/...` is not under `/api/` to it). No stream key or route has one.
+    if raw_path
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+    {
+        return Err(HttpError::EncodedSlash {
+            target: target.to_owned(),
+        });
+    }
     let path = percent_decode(raw_path, false).ok_or_else(bad)?;
     let mut query = Vec::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
@@ -527,6 +539,45 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&r.body[..], b"x");
+    }
+
+    #[test]
+    fn encoded_slashes_in_the_path_are_refused() {
+        for wire in [
+            &b"GET /api%2Fstreams HTTP/1.1
+
+"[..],
+            b"POST /api/streams/live%2fcam/kick HTTP/1.1
+
+",
+            b"GET /live%2Fcam.flv HTTP/1.1
+
+",
+            b"GET http://h/live/cam%2f..%2fx.m3u8 HTTP/1.1
+
+",
+        ] {
+            let e = one(wire).unwrap_err();
+            assert!(
+                matches!(e, HttpError::EncodedSlash { .. }),
+                "{} -> {e}",
+                String::from_utf8_lossy(wire)
+            );
+            assert_eq!(e.status().code(), 400);
+        }
+        // In the query, and as other escapes, it is only data.
+        let r = one(b"GET /live/cam.m3u8?next=%2Flive%2Fb HTTP/1.1
+
+")
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.query("next"), Some("/live/b"));
+        let r = one(b"GET /a%252Fb HTTP/1.1
+
+")
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.path, "/a%2Fb");
     }
 
     #[test]
