@@ -32,6 +32,8 @@ pub use response::{chunk, Body, Encoded, Framing, Response, Status, LAST_CHUNK};
 pub enum HttpError {
     #[error("request head is larger than {limit} bytes")]
     HeadTooLarge { limit: usize },
+    #[error("request line is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
     #[error("request has more than {limit} header fields")]
     TooManyHeaders { limit: usize },
     #[error("malformed request head: {reason}")]
@@ -59,6 +61,7 @@ impl HttpError {
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => {
                 Status::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
+            HttpError::UriTooLong { .. } => Status::URI_TOO_LONG,
             HttpError::Malformed { .. }
             | HttpError::BadTarget { .. }
             | HttpError::BadPercentEncoding { .. }
