@@ -939,7 +939,6 @@ mod tests {
     };
     use crate::proto::rtmp::handshake::DigestScheme;
     use crate::proto::rtmp::message::{COMMAND_AMF3, SET_CHUNK_SIZE};
-    use crate::proto::rtmp::MAX_NAME_BYTES;
 
     const CAPTURE: &[u8] = include_bytes!("../../../testdata/rtmp/ffmpeg-publish-h264.bin");
 
@@ -1205,7 +1204,7 @@ mod tests {
 
     #[test]
     fn names_and_queries_over_the_limits_are_refused_by_the_core() {
-        use crate::proto::rtmp::{MAX_NAME_BYTES, MAX_QUERY_BYTES};
+        use super::super::{MAX_NAME_BYTES, MAX_QUERY_BYTES};
         let long = |n: usize| "a".repeat(n);
         // At a limit the driver decides; over it the core refuses, and the driver never
         // sees the request.
@@ -1451,6 +1450,7 @@ mod tests {
 
     #[test]
     fn replies_quote_at_most_256_bytes_of_a_peer_string() {
+        use super::super::MAX_NAME_BYTES;
         let (mut s, now) = connected_server(RtmpServerConfig::default());
         sent_commands(&mut s);
         let long = "x".repeat(100_000);
