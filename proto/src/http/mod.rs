@@ -32,6 +32,8 @@ pub use response::{chunk, Body, Encoded, Framing, Response, Status, LAST_CHUNK};
 pub enum HttpError {
     #[error("request head is larger than {limit} bytes")]
     HeadTooLarge { limit: usize },
+    #[error("request line is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
     #[error("request has more than {limit} header fields")]
     TooManyHeaders { limit: usize },
     #[error("malformed request head: {reason}")]
@@ -40,6 +42,8 @@ pub enum HttpError {
     BadTarget { target: String },
     #[error("request target '{target}' has invalid percent-encoding or is not UTF-8")]
     BadPercentEncoding { target: String },
+    #[error("request target '{target}' has an encoded slash (%2F) in its path; no route has one")]
+    EncodedSlash { target: String },
     #[error("invalid Content-Length '{value}'")]
     BadContentLength { value: String },
     #[error("chunked request bodies are not accepted; send the body with a Content-Length")]
@@ -57,9 +61,11 @@ impl HttpError {
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => {
                 Status::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
+            HttpError::UriTooLong { .. } => Status::URI_TOO_LONG,
             HttpError::Malformed { .. }
             | HttpError::BadTarget { .. }
             | HttpError::BadPercentEncoding { .. }
+            | HttpError::EncodedSlash { .. }
             | HttpError::BadContentLength { .. } => Status::BAD_REQUEST,
             HttpError::ChunkedBody => Status::LENGTH_REQUIRED,
             HttpError::UnsupportedTransferEncoding { .. } => Status::NOT_IMPLEMENTED,

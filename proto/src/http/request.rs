@@ -142,9 +142,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_head_bytes {
-                return Err(HttpError::HeadTooLarge {
-                    limit: limits.max_head_bytes,
-                });
+                return Err(too_large(buf, limits));
             }
             return Ok(None);
         }
@@ -160,9 +158,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
                     .windows(4)
                     .any(|w| w == b"\r\n\r\n")
             {
-                return Err(HttpError::HeadTooLarge {
-                    limit: limits.max_head_bytes,
-                });
+                return Err(too_large(buf, limits));
             }
             return Err(HttpError::Malformed {
                 reason: e.to_string(),
@@ -170,9 +166,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         }
     };
     if head_len > limits.max_head_bytes {
-        return Err(HttpError::HeadTooLarge {
-            limit: limits.max_head_bytes,
-        });
+        return Err(too_large(buf, limits));
     }
     let method = Method::from_token(
         parsed
@@ -231,6 +225,21 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
     buf.advance(head_len);
     request.body = buf.split_to(body_len).freeze();
     Ok(Some(request))
+}
+
+/// A head over the limit: 414 when the request line alone is (RFC 9112 §3: a target
+/// longer than we parse), else 431.
+fn too_large(buf: &[u8], limits: &Limits) -> HttpError {
+    let within = &buf[..buf.len().min(limits.max_head_bytes)];
+    if within.contains(&b'\n') {
+        HttpError::HeadTooLarge {
+            limit: limits.max_head_bytes,
+        }
+    } else {
+        HttpError::UriTooLong {
+            limit: limits.max_head_bytes,
+        }
+    }
 }
 
 /// The body length: 0 without Content-Length; repeated fields (or a list) must agree.
@@ -293,6 +302,18 @@ fn split_target(
         target: target.to_owned(),
     };
     let (raw_path, raw_query) = origin_form.split_once('?').unwrap_or((&origin_form, ""));
+    // Routes are matched on the decoded path, so an encoded slash would act as a
+    // separator that a proxy in front, matching raw paths, does not see
+    // (`/api%2Fstreams/...` is not under `/api/` to it). No stream key or route has one.
+    if raw_path
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+    {
+        return Err(HttpError::EncodedSlash {
+            target: target.to_owned(),
+        });
+    }
     let path = percent_decode(raw_path, false).ok_or_else(bad)?;
     let mut query = Vec::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
@@ -452,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_map_to_431_and_413() {
+    fn limits_map_to_414_431_and_413() {
         let limits = Limits::default();
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
         let e = one(long.as_bytes()).unwrap_err();
@@ -461,6 +482,14 @@ mod tests {
         // Also while the head is still incomplete: don't buffer forever.
         let e = one(&long.as_bytes()[..8500]).unwrap_err();
         assert_eq!(e.status().code(), 431);
+
+        // A request line longer than the whole head may be: 414.
+        let line = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(9000));
+        for wire in [line.as_bytes(), &line.as_bytes()[..8500]] {
+            let e = one(wire).unwrap_err();
+            assert_eq!(e, HttpError::UriTooLong { limit: 8192 });
+            assert_eq!(e.status().code(), 414);
+        }
 
         let many: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
         let e = one(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).unwrap_err();
@@ -527,6 +556,45 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&r.body[..], b"x");
+    }
+
+    #[test]
+    fn encoded_slashes_in_the_path_are_refused() {
+        for wire in [
+            &b"GET /api%2Fstreams HTTP/1.1
+
+"[..],
+            b"POST /api/streams/live%2fcam/kick HTTP/1.1
+
+",
+            b"GET /live%2Fcam.flv HTTP/1.1
+
+",
+            b"GET http://h/live/cam%2f..%2fx.m3u8 HTTP/1.1
+
+",
+        ] {
+            let e = one(wire).unwrap_err();
+            assert!(
+                matches!(e, HttpError::EncodedSlash { .. }),
+                "{} -> {e}",
+                String::from_utf8_lossy(wire)
+            );
+            assert_eq!(e.status().code(), 400);
+        }
+        // In the query, and as other escapes, it is only data.
+        let r = one(b"GET /live/cam.m3u8?next=%2Flive%2Fb HTTP/1.1
+
+")
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.query("next"), Some("/live/b"));
+        let r = one(b"GET /a%252Fb HTTP/1.1
+
+")
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.path, "/a%2Fb");
     }
 
     #[test]

@@ -25,6 +25,7 @@ impl Status {
     pub const CONFLICT: Status = Status(409);
     pub const LENGTH_REQUIRED: Status = Status(411);
     pub const PAYLOAD_TOO_LARGE: Status = Status(413);
+    pub const URI_TOO_LONG: Status = Status(414);
     pub const REQUEST_HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const INTERNAL_SERVER_ERROR: Status = Status(500);
     pub const NOT_IMPLEMENTED: Status = Status(501);
@@ -54,6 +55,7 @@ impl Status {
             409 => "Conflict",
             411 => "Length Required",
             413 => "Content Too Large",
+            414 => "URI Too Long",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             501 => "Not Implemented",

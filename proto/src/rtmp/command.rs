@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::amf0::Amf0Value;
 use super::message;
-use super::RtmpError;
+use super::{RtmpError, MAX_NAME_BYTES, MAX_QUERY_BYTES};
 
 /// A decoded command message.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,6 +131,34 @@ pub fn split_query(s: &str) -> (&str, &str) {
     s.split_once('?').unwrap_or((s, ""))
 }
 
+/// The first [`MAX_NAME_BYTES`] of a peer's string (cut at a character boundary), for
+/// replies and logs that quote it: a peer cannot make us send back or log megabytes.
+pub fn quoted(s: &str) -> &str {
+    let mut end = s.len().min(MAX_NAME_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Why a `name` and its `query` from a peer are refused for their length (the text for
+/// the peer), if they are: see [`MAX_NAME_BYTES`] and [`MAX_QUERY_BYTES`].
+pub fn check_lengths(what: &str, name: &str, query: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{what} is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        ));
+    }
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(format!(
+            "the query string of the {what} is {} bytes long; at most {MAX_QUERY_BYTES} are allowed",
+            query.len()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +188,15 @@ mod tests {
 
         assert!(Command::parse(vec![]).is_err());
         assert!(Command::parse(vec![1.0.into()]).is_err());
+    }
+
+    #[test]
+    fn quoted_strings_are_cut_at_a_character_boundary() {
+        assert_eq!(quoted("cam"), "cam");
+        let long = "é".repeat(MAX_NAME_BYTES);
+        let q = quoted(&long);
+        assert!(q.len() <= MAX_NAME_BYTES && q.len() >= MAX_NAME_BYTES - 1);
+        assert!(q.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -203,7 +203,56 @@ mod tests {
             &serialize_message(330, 8, 1, 0xFFFF_FFFF, &[0xaf; 200], 128).unwrap(),
         );
 
+        // Edge inputs of tests/badpeer.rs: names and queries just over the limits of
+        // server.rs, and AMF nested past amf0::MAX_DEPTH in connect's object.
+        let over = |n: usize| "a".repeat(n);
+        let name_over = over(super::super::MAX_NAME_BYTES + 1);
+        let query_over = format!("cam?{}", over(super::super::MAX_QUERY_BYTES + 1));
+        let mut long_names = serialize_message(3, 20, 0, 0, &connect, 128)
+            .unwrap()
+            .to_vec();
+        for (txn, command, name) in [
+            (5.0, "publish", &name_over),
+            (6.0, "publish", &query_over),
+            (7.0, "play", &name_over),
+        ] {
+            let values = [
+                command.into(),
+                txn.into(),
+                Amf0Value::Null,
+                name.as_str().into(),
+            ];
+            long_names
+                .extend_from_slice(&serialize_message(3, 20, 1, 0, &amf(&values), 128).unwrap());
+        }
+        let long_app = serialize_message(
+            3,
+            20,
+            0,
+            0,
+            &amf(&[
+                "connect".into(),
+                1.0.into(),
+                Amf0Value::object([("app", name_over.as_str().into())]),
+            ]),
+            128,
+        )
+        .unwrap()
+        .to_vec();
+        let mut deep = amf(&["connect".into(), 1.0.into()]);
+        for _ in 0..amf0::MAX_DEPTH + 36 {
+            deep.extend_from_slice(&[0x03, 0x00, 0x01, b'a']);
+        }
+        deep.push(0x05);
+        for _ in 0..amf0::MAX_DEPTH + 36 {
+            deep.extend_from_slice(&[0x00, 0x00, 0x09]);
+        }
+        let deep_connect = serialize_message(3, 20, 0, 0, &deep, 128).unwrap().to_vec();
+
         vec![
+            ("rtmp_chunk", "long-names", long_names),
+            ("rtmp_chunk", "long-app", long_app),
+            ("rtmp_chunk", "deep-amf-connect", deep_connect),
             (
                 "rtmp_chunk",
                 "ffmpeg-publish",

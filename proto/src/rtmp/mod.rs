@@ -77,6 +77,15 @@ pub const MAX_CHUNK_SIZE: u32 = 1 << 24;
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// Default limit on chunk streams with state at once.
 pub const DEFAULT_MAX_CHUNK_STREAMS: usize = 64;
+/// Longest app (in connect) or stream name (in publish and play), without its `?query`.
+/// A stream key allows 128 bytes per part (`media::StreamKey`); this bounds what a peer
+/// can put into events, replies and logs at all.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest query string (the part after `?`, which carries tokens) of an app, a tcUrl or
+/// a stream name.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Longest tcUrl in connect: a host, a port and an app, with a query.
+pub const MAX_TC_URL_BYTES: usize = 1024 + MAX_QUERY_BYTES;
 
 /// Errors of the RTMP layer. Any of them ends the connection: the driver logs it and
 /// closes the socket.

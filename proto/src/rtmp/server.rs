@@ -23,7 +23,7 @@ use super::command::{self, split_query, Command};
 use super::handshake::{self, HandshakeKind, HandshakeRng, HANDSHAKE_SIZE};
 use super::message::{self, MediaKind, Message, PublishType, UserControl};
 use super::session::Session;
-use super::{RtmpError, OUTGOING_CHUNK_SIZE, PLAY_STREAM_ID};
+use super::{RtmpError, MAX_TC_URL_BYTES, OUTGOING_CHUNK_SIZE, PLAY_STREAM_ID};
 
 /// Most message streams one connection may create.
 const MAX_STREAMS: u32 = 8;
@@ -45,7 +45,9 @@ pub struct RtmpServerConfig {
     /// A connection that sends nothing for this long is closed. Players answer pings,
     /// so with `ping_interval` set, a live player is never idle this long.
     pub idle_timeout: Duration,
-    /// Send a ping request this often once connected; `None` for never.
+    /// Send a ping request this often once connected; `None` for never. Pings go out at
+    /// least twice per `idle_timeout` whatever this says, so a player (which has nothing
+    /// else to send but a rare acknowledgement) always answers one in time.
     pub ping_interval: Option<Duration>,
     /// Most bytes buffered while a connect/publish/play decision is pending.
     pub max_backlog_bytes: usize,
@@ -262,6 +264,12 @@ impl RtmpServerConn {
         self.session.unacknowledged()
     }
 
+    /// How often a connected peer is pinged (see `RtmpServerConfig::ping_interval`).
+    fn ping_every(&self) -> Option<Duration> {
+        let every = self.config.ping_interval?;
+        Some(every.min(self.config.idle_timeout / 2))
+    }
+
     fn start_clocks(&mut self, now: Instant) {
         if self.started.is_none() {
             self.started = Some(now);
@@ -293,7 +301,7 @@ impl RtmpServerConn {
             self.close(CloseReason::HandshakeTimeout);
         } else if now >= last + self.config.idle_timeout {
             self.close(CloseReason::IdleTimeout);
-        } else if let (Some(at), Some(every)) = (self.next_ping, self.config.ping_interval) {
+        } else if let (Some(at), Some(every)) = (self.next_ping, self.ping_every()) {
             if now >= at {
                 let timestamp = now.duration_since(started).as_millis() as u32;
                 self.transmit(message::user_control(UserControl::PingRequest {
@@ -480,8 +488,24 @@ impl RtmpServerConn {
                         .unwrap_or_default();
                 }
                 // OBS sends "live/" for a server URL ending in a slash
-                let app = app.trim_end_matches('/').to_owned();
-                let query = query.to_owned();
+                let app = app.trim_end_matches('/');
+                let too_long = match command::check_lengths("application name", app, query) {
+                    Err(why) => Some(why),
+                    Ok(()) => tc_url
+                        .as_ref()
+                        .filter(|u| u.len() > MAX_TC_URL_BYTES)
+                        .map(|u| {
+                            format!(
+                                "tcUrl is {} bytes long; at most {MAX_TC_URL_BYTES} are allowed",
+                                u.len()
+                            )
+                        }),
+                };
+                if let Some(why) = too_long {
+                    self.refuse_connect(c.transaction_id, &why);
+                    return Ok(());
+                }
+                let (app, query) = (app.to_owned(), query.to_owned());
                 let object_encoding = c
                     .object
                     .property("objectEncoding")
@@ -513,7 +537,7 @@ impl RtmpServerConn {
                             command::status_object(
                                 "status",
                                 "NetStream.Publish.Start",
-                                c.arg_str(0).unwrap_or_default(),
+                                command::quoted(c.arg_str(0).unwrap_or_default()),
                             ),
                         ],
                         self.config.chunk_size,
@@ -540,6 +564,10 @@ impl RtmpServerConn {
                     .arg_str(1)
                     .and_then(PublishType::parse)
                     .unwrap_or(PublishType::Live);
+                if let Err(why) = command::check_lengths("stream name", name, query) {
+                    self.status(sid, "error", "NetStream.Publish.BadName", &why);
+                    return Ok(());
+                }
                 if self.publishing.is_some() || self.playing.is_some() || name.is_empty() {
                     let why = if name.is_empty() {
                         "No stream name."
@@ -568,6 +596,11 @@ impl RtmpServerConn {
                 let start = PlayStart::from_arg(c.arg_number(1));
                 let duration = c.arg_number(2).unwrap_or(-1.0);
                 let reset = c.arg_bool(3).unwrap_or(true);
+                if let Err(why) = command::check_lengths("stream name", name, query) {
+                    // What the driver answers for any name that cannot be a stream key.
+                    self.status(sid, "error", "NetStream.Play.StreamNotFound", &why);
+                    return Ok(());
+                }
                 if self.publishing.is_some() || self.playing.is_some() || name.is_empty() {
                     self.status(
                         sid,
@@ -633,8 +666,9 @@ impl RtmpServerConn {
             // replies to calls we never make, and client notifications
             "_result" | "_error" | "onStatus" | "onBWDone" | "_onbwcheck" | "_onbwdone" => {}
             _ => {
-                tracing::debug!(command = %c.name, "unknown command");
-                let description = format!("Method not found ({}).", c.name);
+                let name = command::quoted(&c.name);
+                tracing::debug!(command = ?name, "unknown command");
+                let description = format!("Method not found ({name}).");
                 self.reply_error(sid, &c, "NetConnection.Call.Failed", &description);
             }
         }
@@ -715,7 +749,7 @@ impl RtmpServerConn {
         }
         self.transmit(command::result(0, transaction_id, &[props, info], cs));
         self.app = Some(app);
-        if let (Some(every), Some(last)) = (self.config.ping_interval, self.last_received) {
+        if let (Some(every), Some(last)) = (self.ping_every(), self.last_received) {
             self.next_ping = Some(last + every);
         }
         self.resume()
@@ -732,6 +766,12 @@ impl RtmpServerConn {
                 state: "no connect is pending",
             });
         };
+        self.refuse_connect(transaction_id, reason);
+        Ok(())
+    }
+
+    /// `_error` with `NetConnection.Connect.Rejected`, then the connection closes.
+    fn refuse_connect(&mut self, transaction_id: f64, reason: &str) {
         let status = command::status_object("error", "NetConnection.Connect.Rejected", reason);
         let b = command::error(
             0,
@@ -741,7 +781,6 @@ impl RtmpServerConn {
         );
         self.transmit(b);
         self.close(CloseReason::Rejected);
-        Ok(())
     }
 
     /// Accepts the pending publish: StreamBegin and `NetStream.Publish.Start`; media
@@ -923,6 +962,10 @@ mod tests {
         fn new(mode: ClientMode, digest: bool, answer: Answer) -> Pair {
             let mut cfg = RtmpClientConfig::new("rtmp://localhost/live?tok=1", "live", mode);
             cfg.digest_handshake = digest;
+            Pair::with_config(cfg, answer)
+        }
+
+        fn with_config(cfg: RtmpClientConfig, answer: Answer) -> Pair {
             let mut p = Pair {
                 now: Instant::now(),
                 server: RtmpServerConn::new(RtmpServerConfig::default()),
@@ -1158,6 +1201,94 @@ mod tests {
     }
 
     #[test]
+    fn names_and_queries_over_the_limits_are_refused_by_the_core() {
+        use super::super::{MAX_NAME_BYTES, MAX_QUERY_BYTES};
+        let long = |n: usize| "a".repeat(n);
+        // At a limit the driver decides; over it the core refuses, and the driver never
+        // sees the request.
+        for (name, refused) in [
+            (long(MAX_NAME_BYTES), false),
+            (long(MAX_NAME_BYTES + 1), true),
+            (long(10_000), true),
+            (format!("cam?{}", long(MAX_QUERY_BYTES)), false),
+            (format!("cam?{}", long(MAX_QUERY_BYTES + 1)), true),
+        ] {
+            let shown = (name.len(), refused);
+            let mode = ClientMode::Publish {
+                name: name.clone(),
+                publish_type: PublishType::Live,
+            };
+            let p = Pair::new(mode, false, Answer::Accept);
+            let requested = |p: &Pair| {
+                p.server_events.iter().any(|e| {
+                    matches!(
+                        e,
+                        RtmpEvent::PublishRequested { .. } | RtmpEvent::PlayRequested { .. }
+                    )
+                })
+            };
+            assert_eq!(requested(&p), !refused, "{shown:?}");
+            let want = if refused {
+                "NetStream.Publish.BadName"
+            } else {
+                "NetStream.Publish.Start"
+            };
+            assert_eq!(p.status_codes(), [want], "{shown:?}");
+            if refused {
+                assert!(p.client_events.iter().any(|e| matches!(e,
+                    RtmpClientEvent::Status { description, .. } if description.contains("bytes long"))));
+            }
+            let p = Pair::new(ClientMode::Play { name }, false, Answer::Accept);
+            assert_eq!(requested(&p), !refused, "{shown:?}");
+            let want: &[&str] = if refused {
+                &["NetStream.Play.StreamNotFound"]
+            } else {
+                &["NetStream.Play.Reset", "NetStream.Play.Start"]
+            };
+            assert_eq!(p.status_codes(), want, "{shown:?}");
+        }
+        for (app, tc_url, refused) in [
+            (long(MAX_NAME_BYTES), "rtmp://h/x".to_owned(), false),
+            (long(MAX_NAME_BYTES + 1), "rtmp://h/x".to_owned(), true),
+            (
+                format!("live?{}", long(MAX_QUERY_BYTES + 1)),
+                "rtmp://h/x".to_owned(),
+                true,
+            ),
+            (
+                "live".to_owned(),
+                format!("rtmp://h/live?{}", long(MAX_QUERY_BYTES + 1)),
+                true,
+            ),
+            (
+                "live?t=1".to_owned(),
+                format!("rtmp://h/{}", long(MAX_TC_URL_BYTES)),
+                true,
+            ),
+        ] {
+            let shown = (app.len(), tc_url.len(), refused);
+            let cfg = RtmpClientConfig::new(&tc_url, &app, ClientMode::Play { name: "cam".into() });
+            let p = Pair::with_config(cfg, Answer::Accept);
+            let asked = p
+                .server_events
+                .iter()
+                .any(|e| matches!(e, RtmpEvent::ConnectRequested { .. }));
+            assert_eq!(asked, !refused, "{shown:?}");
+            let rejected = p.client_events.iter().any(|e| {
+                matches!(e, RtmpClientEvent::CallFailed { command: "connect", code, .. }
+                    if code == "NetConnection.Connect.Rejected")
+            });
+            assert_eq!(rejected, refused, "{shown:?}");
+            if refused {
+                assert_eq!(
+                    p.server_events.last(),
+                    Some(&RtmpEvent::Closed(CloseReason::Rejected))
+                );
+            }
+        }
+    }
+
+    #[test]
     fn rejected_connect_closes() {
         let mut server = RtmpServerConn::new(RtmpServerConfig::default());
         let mut client = RtmpClientConn::new(RtmpClientConfig::new(
@@ -1316,6 +1447,48 @@ mod tests {
     }
 
     #[test]
+    fn replies_quote_at_most_256_bytes_of_a_peer_string() {
+        use super::super::MAX_NAME_BYTES;
+        let (mut s, now) = connected_server(RtmpServerConfig::default());
+        sent_commands(&mut s);
+        let long = "x".repeat(100_000);
+        let calls = [
+            message::command(
+                0,
+                &[long.as_str().into(), 7.0.into(), Amf0Value::Null],
+                4096,
+            ),
+            message::command(
+                0,
+                &[
+                    "FCPublish".into(),
+                    8.0.into(),
+                    Amf0Value::Null,
+                    long.as_str().into(),
+                ],
+                4096,
+            ),
+        ];
+        s.handle_bytes(now, &message::set_chunk_size(4096)).unwrap();
+        for call in calls {
+            s.handle_bytes(now, &call).unwrap();
+        }
+        let replies = sent_commands(&mut s);
+        let descriptions: Vec<usize> = replies
+            .iter()
+            .flat_map(|c| c.args.iter())
+            .filter_map(|a| a.property("description").and_then(Amf0Value::as_str))
+            .map(str::len)
+            .collect();
+        // the unknown command's _error and onFCPublish's status
+        assert_eq!(descriptions.len(), 2, "{replies:?}");
+        assert!(
+            descriptions.iter().all(|&n| n <= MAX_NAME_BYTES + 32),
+            "{descriptions:?}"
+        );
+    }
+
+    #[test]
     fn amf3_connect_is_understood() {
         let now = Instant::now();
         let mut s = RtmpServerConn::new(RtmpServerConfig::default());
@@ -1467,6 +1640,55 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn a_player_that_answers_pings_outlives_an_idle_timeout_shorter_than_the_ping_interval() {
+        // streams.idle_timeout_ms may be set below the 20 s ping interval; a player that
+        // sends nothing but ping answers must still never be idle that long.
+        let config = RtmpServerConfig {
+            idle_timeout: Duration::from_secs(4),
+            ping_interval: Some(Duration::from_secs(20)),
+            ..RtmpServerConfig::default()
+        };
+        let (mut s, start) = connected_server(config);
+        sent_commands(&mut s);
+        let (mut now, mut answered) = (start, start);
+        let mut pings = 0;
+        while now < start + Duration::from_secs(60) {
+            now = s.poll_timeout().expect("a connected player has a timer");
+            s.handle_timeout(now);
+            while let Some(ev) = s.poll_event() {
+                match ev {
+                    RtmpEvent::Transmit(b) => {
+                        let (_, m) = ChunkDecoder::default().decode_chunk(&b).unwrap().unwrap();
+                        let Message::UserControl(UserControl::PingRequest { timestamp }) =
+                            Message::parse(m.unwrap()).unwrap()
+                        else {
+                            panic!("only pings are sent")
+                        };
+                        pings += 1;
+                        // answered after a 100 ms round trip
+                        let pong = message::user_control(UserControl::PingResponse { timestamp });
+                        answered = now + Duration::from_millis(100);
+                        s.handle_bytes(answered, &pong).unwrap();
+                    }
+                    other => panic!("at {:?}: {other:?}", now - start),
+                }
+            }
+        }
+        assert!(pings >= 30, "{pings} pings in 60 s");
+        // One that stops answering is closed the idle timeout after its last answer.
+        loop {
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+            let closed = std::iter::from_fn(|| s.poll_event())
+                .any(|e| e == RtmpEvent::Closed(CloseReason::IdleTimeout));
+            if closed {
+                break;
+            }
+        }
+        assert_eq!(now, answered + Duration::from_secs(4));
     }
 
     #[test]
