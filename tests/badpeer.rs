@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardcast::proto::rtmp::{self, amf0, MediaKind};
+use proto::rtmp::{self, amf0, MediaKind};
 
 /// Short enough that an attacker who stops sending is closed within the test, long
 /// enough for everything healthy (players answer pings, publishers send all the time).
