@@ -1,13 +1,13 @@
 //! shardcast: a thread-per-core live video streaming server.
 //!
-//! - [`media`]: the media model every protocol shares (frames, codecs, stream keys) and
-//!   bitstream readers for codec configuration records.
-//! - [`proto`]: sans-IO protocol cores (bytes and time in; events, frames and bytes out).
-//! - [`server`]: the drivers that connect sockets, files and timers on each shard to the cores.
+//! - [`server`]: the drivers that connect sockets, files and timers on each shard to the
+//!   protocol cores, and the config, CLI and HTTP routes.
 //!
-//! The runtime itself (executors, rings, feeds, the stream directory) is the `shards` crate,
-//! which knows nothing of protocols.
+//! The data flow: socket → protocol core → stream → viewers. The protocol cores and the
+//! media model they share are the `shardcast-proto` crate (`proto/`, written `proto::`
+//! here): sans-IO, bytes and time in; events, frames and bytes out. The runtime itself
+//! (executors, rings, feeds, the stream directory) is the `shards` crate, which knows
+//! nothing of protocols; its rings learn what they need about a frame from
+//! `server::media::describe_frame`.
 
-pub mod media;
-pub mod proto;
 pub mod server;

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardcast::proto::fmp4::reader as mp4;
-use shardcast::proto::hls::playlist::MediaPlaylist;
-use shardcast::proto::ts::muxer::{STREAM_TYPE_AAC_ADTS, STREAM_TYPE_H264};
-use shardcast::proto::ts::reader as ts;
+use proto::fmp4::reader as mp4;
+use proto::hls::playlist::MediaPlaylist;
+use proto::ts::muxer::{STREAM_TYPE_AAC_ADTS, STREAM_TYPE_H264};
+use proto::ts::reader as ts;
 
 /// The server's default `hls.part_ms` (PART-TARGET), which these tests keep.
 const PART_TARGET_MS: u64 = 333;
@@ -319,10 +319,9 @@ fn ll_hls_blocking_reload_returns_as_soon_as_the_next_part_exists() {
                 let (status, _, body) = http_request(addr, "GET", LL_PLAYLIST, &[]);
                 let at = Instant::now();
                 if status == 200 {
-                    let p = shardcast::proto::hls::parse::parse_media_playlist(
-                        &String::from_utf8_lossy(&body),
-                    )
-                    .unwrap();
+                    let p =
+                        proto::hls::parse::parse_media_playlist(&String::from_utf8_lossy(&body))
+                            .unwrap();
                     let mut seen = seen.lock().unwrap();
                     for part in p.segments.iter().flat_map(|s| &s.parts) {
                         let (msn, idx) = uri_numbers(&part.uri);
@@ -357,7 +356,7 @@ fn ll_hls_blocking_reload_returns_as_soon_as_the_next_part_exists() {
         let answered = Instant::now();
         assert_eq!(status, 200, "{head}");
         let text = String::from_utf8(body).unwrap();
-        let blocked = shardcast::proto::hls::parse::parse_media_playlist(&text).unwrap();
+        let blocked = proto::hls::parse::parse_media_playlist(&text).unwrap();
         assert!(
             lists_part(&blocked, (msn, part)),
             "the blocking reload for {msn}.{part} lists it:\n{text}"

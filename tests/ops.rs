@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardcast::proto::rtmp::MediaKind;
+use proto::rtmp::MediaKind;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shardcast"))

@@ -318,7 +318,7 @@ fn reconnect_within_the_grace_continues_the_same_file() {
     assert_plays(&path, 190);
     let video: Vec<u32> = flv_tags(&path)
         .iter()
-        .filter(|t| t.kind == shardcast::proto::rtmp::MediaKind::Video)
+        .filter(|t| t.kind == proto::rtmp::MediaKind::Video)
         .map(|t| t.timestamp_ms)
         .collect();
     assert!(

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardcast::proto::rtmp::{self, MediaKind};
+use proto::rtmp::{self, MediaKind};
 
 #[test]
 fn ffmpeg_publish_plays_over_rtmp_and_http_flv() {

@@ -18,8 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shardcast::proto::rtmp::handshake::HandshakeKind;
-use shardcast::proto::rtmp::{
+use proto::rtmp::handshake::HandshakeKind;
+use proto::rtmp::{
     serialize_media, ClientMode, MediaKind, PublishType, RtmpClientConfig, RtmpClientConn,
     RtmpClientEvent, RtmpEvent, RtmpServerConfig, RtmpServerConn,
 };

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardcast::proto::rtmp::MediaKind;
+use proto::rtmp::MediaKind;
 
 const CONFIG: &str = "[streams]\nsend_stall_timeout_ms = 3000\nviewer_send_buffer_bytes = 65536\n";
 const STALL: Duration = Duration::from_millis(3000);

@@ -1,9 +1,9 @@
-//! Fuzz target: drives `shardcast::proto::rtmp::fuzzing::fuzz_amf3` (the production decoder)
+//! Fuzz target: drives `proto::rtmp::fuzzing::fuzz_amf3` (the production decoder)
 //! with arbitrary bytes. Seeds: `testdata/rtmp/corpus/amf3/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    shardcast::proto::rtmp::fuzzing::fuzz_amf3(data);
+    proto::rtmp::fuzzing::fuzz_amf3(data);
 });

@@ -1,4 +1,4 @@
 //! HTTP/1.1 request parsing: pipelined requests, same result whole or split.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| shardcast::proto::http::fuzzing::http_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| proto::http::fuzzing::http_request(data));

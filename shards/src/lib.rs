@@ -2,7 +2,8 @@
 //! global stream directory, per-shard fan-out rings, and the cross-shard feeds that
 //! serve a stream owned by one shard to subscribers on another.
 //!
-//! Nothing here knows a protocol: rings carry any [`ring::RingItem`].
+//! Nothing here knows a protocol: rings carry any item, told its facts
+//! ([`ring::ItemMeta`]) by a function the application gives at construction.
 //!
 //! ```text
 //! run_shards(cpus) ── shard 0 (pinned executor) ── Hub: owned streams, mirrors, feeds

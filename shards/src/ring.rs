@@ -20,8 +20,9 @@
 //!   keyframe (a counted skip; it never receives a broken GOP), and one that keeps
 //!   falling behind is told to go ([`Next::TooSlow`]).
 //!
-//! What it does not do: sockets, timers, protocols. Items are opaque apart from the
-//! [`RingItem`] questions.
+//! What it does not do: sockets, timers, protocols. Items are opaque apart from their
+//! [`ItemMeta`], which the ring's describe function (given to [`Ring::new`]) tells it once
+//! per push and which the slot keeps, so reading an item asks nothing of it.
 
 use std::cell::{OnceCell, RefCell};
 use std::future::Future;
@@ -37,17 +38,24 @@ pub const FORMATS: usize = 4;
 /// How many config slots a ring caches (e.g. video config, audio config, metadata).
 pub const CONFIG_SLOTS: usize = 4;
 
-/// What the ring needs to know about an item.
-pub trait RingItem: Clone {
+/// What the ring needs to know about an item, learned once when it is pushed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ItemMeta {
     /// A decoder can start here: a video keyframe.
-    fn is_keyframe(&self) -> bool;
+    pub keyframe: bool,
+    pub video: bool,
     /// The config slot (< [`CONFIG_SLOTS`]) this item replaces, for codec configs and
     /// metadata that a late joiner needs before media.
-    fn config_slot(&self) -> Option<usize>;
-    fn is_video(&self) -> bool;
+    pub config_slot: Option<usize>,
     /// Bytes this item holds, for the ring's and the GOP snapshot's byte budgets.
-    fn byte_len(&self) -> usize;
+    pub byte_len: usize,
 }
+
+/// How a ring learns an item's [`ItemMeta`]: a plain function given at construction and
+/// called once per push. A function rather than a trait on the item, so the item type can
+/// come from a crate that knows nothing of this one (the orphan rule would forbid the
+/// application to implement our trait for it) and nobody wraps it in a newtype.
+pub type Describe<T> = fn(&T) -> ItemMeta;
 
 #[derive(Clone, Debug)]
 pub struct RingConfig {
@@ -77,6 +85,8 @@ impl Default for RingConfig {
 struct Slot<T> {
     seq: u64,
     item: Option<T>,
+    /// The item's facts (valid while `item` is set).
+    meta: ItemMeta,
     formats: [OnceCell<Bytes>; FORMATS],
 }
 
@@ -85,6 +95,7 @@ impl<T> Slot<T> {
         Slot {
             seq: u64::MAX,
             item: None,
+            meta: ItemMeta::default(),
             formats: Default::default(),
         }
     }
@@ -92,6 +103,8 @@ impl<T> Slot<T> {
 
 struct CachedConfig<T> {
     seq: u64,
+    /// The config slot it fills (< [`CONFIG_SLOTS`]).
+    slot: usize,
     item: T,
     formats: [OnceCell<Bytes>; FORMATS],
 }
@@ -136,12 +149,14 @@ struct Inner<T> {
 /// One stream's ring on one shard. Cheap to share inside the shard (`Rc`).
 pub struct Ring<T> {
     inner: RefCell<Inner<T>>,
+    describe: Describe<T>,
     /// Stats already added to the stream's shared counters (see the hub's tick).
     reported: std::cell::Cell<RingStats>,
 }
 
-impl<T: RingItem> Ring<T> {
-    pub fn new(config: RingConfig) -> Rc<Self> {
+impl<T: Clone> Ring<T> {
+    /// A ring that learns each pushed item's facts from `describe`.
+    pub fn new(config: RingConfig, describe: Describe<T>) -> Rc<Self> {
         assert!(
             config.slots.is_power_of_two(),
             "ring slots are validated as a power of two by the config"
@@ -171,6 +186,7 @@ impl<T: RingItem> Ring<T> {
                 subscribers: 0,
                 config,
             }),
+            describe,
             reported: Default::default(),
         })
     }
@@ -200,31 +216,44 @@ impl<T: RingItem> Ring<T> {
     /// several items (a feed batch, or a write-batching window), so each subscriber
     /// writes them all at once.
     pub fn push_quiet(&self, item: T) -> u64 {
+        let meta = (self.describe)(&item);
+        self.push_quiet_described(item, meta)
+    }
+
+    /// [`Ring::push_quiet`] with the item's facts already known: the hub describes each
+    /// item once for its stats, its pacer and this ring.
+    pub(crate) fn push_quiet_described(&self, item: T, meta: ItemMeta) -> u64 {
+        debug_assert_eq!(
+            meta,
+            (self.describe)(&item),
+            "described by this ring's function"
+        );
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         let seq = inner.head;
-        let len = item.byte_len();
+        let len = meta.byte_len;
         // Evict by slot count: the slot we are about to reuse.
         if seq >= inner.slots.len() as u64 {
             inner.evict_through(seq - inner.slots.len() as u64);
         }
-        if item.is_video() {
+        if meta.video {
             inner.has_video = true;
         }
-        if item.is_keyframe() {
+        if meta.keyframe {
             inner.last_key = Some(seq);
             inner.gop_bytes = 0;
             inner.gop_video_bytes = 0;
             inner.key_configs = inner.configs.clone();
         }
         inner.gop_bytes += len;
-        if item.is_video() {
+        if meta.video {
             inner.gop_video_bytes += len;
         }
-        if let Some(slot) = item.config_slot() {
+        if let Some(slot) = meta.config_slot {
             if slot < CONFIG_SLOTS {
                 inner.configs[slot] = Some(Rc::new(CachedConfig {
                     seq,
+                    slot,
                     item: item.clone(),
                     formats: Default::default(),
                 }));
@@ -234,6 +263,7 @@ impl<T: RingItem> Ring<T> {
         let s = &mut inner.slots[idx];
         s.seq = seq;
         s.item = Some(item);
+        s.meta = meta;
         for f in &mut s.formats {
             f.take();
         }
@@ -319,8 +349,9 @@ impl<T: RingItem> Ring<T> {
         for seq in start..inner.head {
             let slot = &inner.slots[(seq & inner.mask) as usize];
             if let Some(item) = &slot.item {
+                let meta = slot.meta;
                 if slot.seq == seq
-                    && (item.is_video() || item.config_slot().is_some() || seq >= audio_from)
+                    && (meta.video || meta.config_slot.is_some() || seq >= audio_from)
                 {
                     out.push((seq, item.clone()));
                 }
@@ -355,14 +386,14 @@ impl<T: RingItem> Ring<T> {
     }
 }
 
-impl<T: RingItem> Inner<T> {
+impl<T> Inner<T> {
     fn evict_through(&mut self, seq: u64) {
         while self.tail <= seq && self.tail < self.head {
             let idx = (self.tail & self.mask) as usize;
             let slot = &mut self.slots[idx];
             if slot.seq == self.tail {
-                if let Some(item) = slot.item.take() {
-                    self.bytes -= item.byte_len();
+                if slot.item.take().is_some() {
+                    self.bytes -= slot.meta.byte_len;
                 }
                 for f in &mut slot.formats {
                     f.take();
@@ -459,7 +490,7 @@ pub struct Entry<'a, T> {
     ring: &'a Ring<T>,
 }
 
-impl<T: RingItem> Entry<'_, T> {
+impl<T: Clone> Entry<'_, T> {
     /// This item's shared encoding in `format` (see [`Ring::serialized`]).
     pub fn serialized(&self, format: usize, build: impl FnOnce(&T) -> Bytes) -> Option<Bytes> {
         self.ring.serialized(self.seq, format, build)
@@ -467,7 +498,7 @@ impl<T: RingItem> Entry<'_, T> {
 }
 
 /// One reader of a ring. Dropping it unregisters it.
-pub struct Subscriber<T: RingItem> {
+pub struct Subscriber<T> {
     ring: Rc<Ring<T>>,
     id: usize,
     cursor: u64,
@@ -475,14 +506,15 @@ pub struct Subscriber<T: RingItem> {
     audio_from: u64,
     /// Skip everything but configs until the next keyframe.
     await_keyframe: bool,
-    /// Cached configs to deliver before `cursor`, in order.
-    pending_configs: Vec<(u64, T)>,
+    /// Cached configs to deliver before `cursor` (sequence number, config slot, item),
+    /// in order.
+    pending_configs: Vec<(u64, usize, T)>,
     /// Sequence number of the config delivered for each slot.
     delivered_configs: [Option<u64>; CONFIG_SLOTS],
     skips: Vec<Instant>,
 }
 
-impl<T: RingItem> Subscriber<T> {
+impl<T: Clone> Subscriber<T> {
     fn start_at(&mut self, inner: &Inner<T>, at: JoinPoint) {
         self.cursor = at.start;
         self.audio_from = at.audio_from;
@@ -491,12 +523,12 @@ impl<T: RingItem> Subscriber<T> {
         for (slot, c) in inner.configs_for(at).iter().enumerate() {
             if let Some(c) = c {
                 if c.seq < at.start && self.delivered_configs[slot] != Some(c.seq) {
-                    self.pending_configs.push((c.seq, c.item.clone()));
+                    self.pending_configs.push((c.seq, c.slot, c.item.clone()));
                 }
             }
         }
         self.pending_configs
-            .sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+            .sort_by_key(|(seq, _, _)| std::cmp::Reverse(*seq));
     }
 
     /// The next item, skipping forward to the newest keyframe if this subscriber fell
@@ -510,8 +542,8 @@ impl<T: RingItem> Subscriber<T> {
     /// ([`Entry::serialized`]) saves a clone and a drop per frame (two reference-count
     /// updates of its payload; bench/RESULTS.md, runtime micro-benchmarks).
     pub fn next_map<R>(&mut self, map: impl FnOnce(Entry<'_, T>) -> R) -> Next<R> {
-        if let Some((seq, item)) = self.pending_configs.pop() {
-            self.note_config(seq, &item);
+        if let Some((seq, slot, item)) = self.pending_configs.pop() {
+            self.note_config(seq, Some(slot));
             let ring = Rc::clone(&self.ring);
             return Next::Item {
                 seq,
@@ -557,8 +589,9 @@ impl<T: RingItem> Subscriber<T> {
             let Some(item) = slot.item.as_ref().filter(|_| slot.seq == seq) else {
                 continue;
             };
-            if item.config_slot().is_some() {
-                self.note_config(seq, item);
+            let meta = slot.meta;
+            if meta.config_slot.is_some() {
+                self.note_config(seq, meta.config_slot);
                 return Next::Item {
                     seq,
                     item: map(Entry {
@@ -569,13 +602,13 @@ impl<T: RingItem> Subscriber<T> {
                 };
             }
             if self.await_keyframe {
-                if !item.is_keyframe() {
+                if !meta.keyframe {
                     continue;
                 }
                 self.await_keyframe = false;
                 self.audio_from = seq;
             }
-            if seq < self.audio_from && !item.is_video() {
+            if seq < self.audio_from && !meta.video {
                 continue;
             }
             return Next::Item {
@@ -589,8 +622,8 @@ impl<T: RingItem> Subscriber<T> {
         }
     }
 
-    fn note_config(&mut self, seq: u64, item: &T) {
-        if let Some(slot) = item.config_slot().filter(|s| *s < CONFIG_SLOTS) {
+    fn note_config(&mut self, seq: u64, config_slot: Option<usize>) {
+        if let Some(slot) = config_slot.filter(|s| *s < CONFIG_SLOTS) {
             self.delivered_configs[slot] = Some(seq);
         }
     }
@@ -621,7 +654,7 @@ impl<T: RingItem> Subscriber<T> {
     }
 }
 
-impl<T: RingItem> Drop for Subscriber<T> {
+impl<T> Drop for Subscriber<T> {
     fn drop(&mut self) {
         let mut inner = self.ring.inner.borrow_mut();
         inner.waiters[self.id] = None;
@@ -632,11 +665,11 @@ impl<T: RingItem> Drop for Subscriber<T> {
 }
 
 /// Future of [`Subscriber::wait`].
-pub struct Wait<'a, T: RingItem> {
+pub struct Wait<'a, T> {
     sub: &'a Subscriber<T>,
 }
 
-impl<T: RingItem> Future for Wait<'_, T> {
+impl<T: Clone> Future for Wait<'_, T> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let sub = self.sub;
@@ -695,18 +728,12 @@ mod tests {
         }
     }
 
-    impl RingItem for It {
-        fn is_keyframe(&self) -> bool {
-            self.key
-        }
-        fn config_slot(&self) -> Option<usize> {
-            self.config
-        }
-        fn is_video(&self) -> bool {
-            self.video
-        }
-        fn byte_len(&self) -> usize {
-            self.len
+    fn describe(it: &It) -> ItemMeta {
+        ItemMeta {
+            keyframe: it.key,
+            video: it.video,
+            config_slot: it.config,
+            byte_len: it.len,
         }
     }
 
@@ -727,7 +754,7 @@ mod tests {
 
     #[test]
     fn delivers_in_order_across_wrap_around() {
-        let ring = Ring::new(small(8));
+        let ring = Ring::new(small(8), describe);
         ring.push(v(0, true));
         let mut sub = ring.subscribe();
         let mut got = drain(&mut sub);
@@ -741,7 +768,7 @@ mod tests {
 
     #[test]
     fn joiner_gets_configs_then_current_gop() {
-        let ring = Ring::new(small(64));
+        let ring = Ring::new(small(64), describe);
         ring.push(cfg(1, 0));
         ring.push(cfg(2, 1));
         ring.push(v(3, true));
@@ -756,7 +783,7 @@ mod tests {
 
     #[test]
     fn config_change_inside_gop_is_delivered_once_in_place() {
-        let ring = Ring::new(small(64));
+        let ring = Ring::new(small(64), describe);
         ring.push(cfg(1, 0));
         ring.push(v(2, true));
         ring.push(cfg(3, 0));
@@ -768,7 +795,7 @@ mod tests {
 
     #[test]
     fn lagging_subscriber_skips_to_newest_keyframe_and_is_counted() {
-        let ring = Ring::new(small(8));
+        let ring = Ring::new(small(8), describe);
         ring.push(cfg(0, 0));
         ring.push(v(1, true));
         let mut sub = ring.subscribe();
@@ -784,7 +811,7 @@ mod tests {
 
     #[test]
     fn lagging_without_keyframe_in_ring_waits_for_next_keyframe() {
-        let ring = Ring::new(small(4));
+        let ring = Ring::new(small(4), describe);
         ring.push(v(0, true));
         let mut sub = ring.subscribe();
         assert_eq!(drain(&mut sub), vec![0]);
@@ -800,11 +827,14 @@ mod tests {
 
     #[test]
     fn persistent_lag_is_too_slow() {
-        let ring = Ring::new(RingConfig {
-            slots: 4,
-            max_lag_skips: 2,
-            ..RingConfig::default()
-        });
+        let ring = Ring::new(
+            RingConfig {
+                slots: 4,
+                max_lag_skips: 2,
+                ..RingConfig::default()
+            },
+            describe,
+        );
         let mut sub = ring.subscribe();
         let mut n = 0;
         let mut outcome = None;
@@ -828,11 +858,14 @@ mod tests {
 
     #[test]
     fn evicts_by_bytes_and_keeps_newest() {
-        let ring = Ring::new(RingConfig {
-            slots: 64,
-            max_bytes: 350,
-            ..RingConfig::default()
-        });
+        let ring = Ring::new(
+            RingConfig {
+                slots: 64,
+                max_bytes: 350,
+                ..RingConfig::default()
+            },
+            describe,
+        );
         for n in 0..10 {
             ring.push(v(n, n == 0));
         }
@@ -846,11 +879,14 @@ mod tests {
 
     #[test]
     fn gop_over_budget_drops_audio_before_video() {
-        let ring = Ring::new(RingConfig {
-            slots: 64,
-            gop_budget_bytes: 250,
-            ..RingConfig::default()
-        });
+        let ring = Ring::new(
+            RingConfig {
+                slots: 64,
+                gop_budget_bytes: 250,
+                ..RingConfig::default()
+            },
+            describe,
+        );
         ring.push(v(0, true));
         ring.push(a(1));
         ring.push(v(1, false));
@@ -875,7 +911,7 @@ mod tests {
 
     #[test]
     fn serialize_once_per_format() {
-        let ring = Ring::new(small(8));
+        let ring = Ring::new(small(8), describe);
         let seq = ring.push(v(7, true));
         let mut builds = 0;
         let mut build = |it: &It| {
@@ -900,7 +936,7 @@ mod tests {
 
     #[test]
     fn snapshot_equals_what_a_joiner_reads() {
-        let ring = Ring::new(small(64));
+        let ring = Ring::new(small(64), describe);
         ring.push(cfg(1, 0));
         ring.push(v(2, true));
         ring.push(cfg(3, 1));
@@ -917,7 +953,7 @@ mod tests {
     fn interleaved_publish_and_join_seam_has_no_gap_or_duplicate() {
         // Joiners arriving at every point of a publish sequence each read exactly the
         // suffix starting at the keyframe they joined in, then everything after.
-        let ring = Ring::new(small(256));
+        let ring = Ring::new(small(256), describe);
         let mut subs: Vec<(u32, Subscriber<It>, Vec<u32>)> = Vec::new();
         let mut key_of = Vec::new();
         let mut last_key = 0;
@@ -955,7 +991,7 @@ mod tests {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
-        let ring = Ring::new(small(8));
+        let ring = Ring::new(small(8), describe);
         let mut sub = ring.subscribe();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));

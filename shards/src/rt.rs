@@ -26,9 +26,9 @@ pub use futures_lite::future::or;
 
 /// The task queues of the current shard.
 #[derive(Clone, Copy, Debug)]
-pub struct Queues {
-    pub media: TaskQueueHandle,
-    pub control: TaskQueueHandle,
+struct Queues {
+    media: TaskQueueHandle,
+    control: TaskQueueHandle,
 }
 
 thread_local! {
@@ -190,20 +190,65 @@ pub fn executor_id() -> usize {
     glommio::executor().id()
 }
 
-/// SPSC channel between two executors: create both ends anywhere, move each to its
-/// executor, then `connect` there.
+/// SPSC channel between two executors: create both ends anywhere with [`new_bounded`],
+/// move each to its executor, then `connect` it there (each `connect` waits for the
+/// other end's). Our own types over glommio's `shared_channel`, with only what the mesh
+/// uses, so that changing the runtime stays inside this module.
+///
+/// [`new_bounded`]: channel::new_bounded
 pub mod channel {
-    pub use glommio::channels::shared_channel::{
-        new_bounded, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
-    };
+    use glommio::channels::shared_channel;
 
-    /// Send without waiting; a full or closed channel gives the message back.
-    pub fn try_send<M: Send>(tx: &ConnectedSender<M>, msg: M) -> Result<(), M> {
-        match tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m)))
-            | Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(m))) => Err(m),
-            Err(other) => unreachable!("try_send only fails with WouldBlock or Closed: {other}"),
+    /// The sending end before it is connected; `Send`, so it can move to its executor.
+    pub struct SharedSender<M: Send>(shared_channel::SharedSender<M>);
+
+    /// The receiving end before it is connected; `Send`, so it can move to its executor.
+    pub struct SharedReceiver<M: Send>(shared_channel::SharedReceiver<M>);
+
+    /// The sending end, bound to the executor that connected it.
+    pub struct ConnectedSender<M: Send>(shared_channel::ConnectedSender<M>);
+
+    /// The receiving end, bound to the executor that connected it.
+    pub struct ConnectedReceiver<M: Send>(shared_channel::ConnectedReceiver<M>);
+
+    /// A channel that holds up to `capacity` messages in flight.
+    pub fn new_bounded<M: Send>(capacity: usize) -> (SharedSender<M>, SharedReceiver<M>) {
+        let (tx, rx) = shared_channel::new_bounded(capacity);
+        (SharedSender(tx), SharedReceiver(rx))
+    }
+
+    impl<M: Send + 'static> SharedSender<M> {
+        /// Bind this end to the current executor; resolves once the receiver connected.
+        pub async fn connect(self) -> ConnectedSender<M> {
+            ConnectedSender(self.0.connect().await)
+        }
+    }
+
+    impl<M: Send + 'static> SharedReceiver<M> {
+        /// Bind this end to the current executor; resolves once the sender connected.
+        pub async fn connect(self) -> ConnectedReceiver<M> {
+            ConnectedReceiver(self.0.connect().await)
+        }
+    }
+
+    impl<M: Send> ConnectedSender<M> {
+        /// Send without waiting; a full or closed channel gives the message back.
+        pub fn try_send(&self, msg: M) -> Result<(), M> {
+            match self.0.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m)))
+                | Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(m))) => Err(m),
+                Err(other) => {
+                    unreachable!("try_send only fails with WouldBlock or Closed: {other}")
+                }
+            }
+        }
+    }
+
+    impl<M: Send> ConnectedReceiver<M> {
+        /// The next message; `None` once the sender is gone and the channel is drained.
+        pub async fn recv(&self) -> Option<M> {
+            self.0.recv().await
         }
     }
 }
@@ -410,8 +455,8 @@ pub struct Deadline {
     timer: glommio::timer::Timer,
     at: Instant,
     /// The waker the timer was last armed with: glommio re-inserts a timer into its
-    /// timer tree on every poll, so a task polled often (a viewer, at every frame)
-    /// re-arms only when its waker or the deadline changed.
+    /// timer tree on every poll (docs/runtime.md), so a task polled often (a viewer, at
+    /// every frame) re-arms only when its waker or the deadline changed.
     armed_for: Option<std::task::Waker>,
 }
 

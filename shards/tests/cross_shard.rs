@@ -7,24 +7,18 @@ use std::time::Duration;
 
 use shards::directory::Directory;
 use shards::hub::{Hub, HubConfig};
-use shards::ring::{Next, RingItem};
+use shards::ring::{ItemMeta, Next};
 use shards::{rt, run_shards, Shutdown};
 
 #[derive(Clone, Debug, PartialEq)]
 struct Item(u32);
 
-impl RingItem for Item {
-    fn is_keyframe(&self) -> bool {
-        self.0 != 0 && self.0 % 10 == 0
-    }
-    fn config_slot(&self) -> Option<usize> {
-        (self.0 == 0).then_some(0)
-    }
-    fn is_video(&self) -> bool {
-        true
-    }
-    fn byte_len(&self) -> usize {
-        100
+fn describe(item: &Item) -> ItemMeta {
+    ItemMeta {
+        keyframe: item.0 != 0 && item.0 % 10 == 0,
+        video: true,
+        config_slot: (item.0 == 0).then_some(0),
+        byte_len: 100,
     }
 }
 
@@ -66,7 +60,8 @@ fn viewers_on_both_shards_get_the_owners_sequence() {
             config.clone(),
         );
         async move {
-            let hub: std::rc::Rc<TestHub> = Hub::start(&mut ctx, dir, viewers, config).await;
+            let hub: std::rc::Rc<TestHub> =
+                Hub::start(&mut ctx, dir, viewers, config, describe).await;
             if ctx.id == 0 {
                 let publisher = hub.publish(&"live/a".to_string(), || ()).unwrap();
                 let sub = hub.subscribe(&"live/a".to_string()).unwrap();
@@ -132,7 +127,8 @@ fn feed_closes_after_last_remote_viewer_leaves() {
             config.clone(),
         );
         async move {
-            let hub: std::rc::Rc<TestHub> = Hub::start(&mut ctx, dir, viewers, config).await;
+            let hub: std::rc::Rc<TestHub> =
+                Hub::start(&mut ctx, dir, viewers, config, describe).await;
             let wait_phase = |p: usize| {
                 let phase = Arc::clone(&phase);
                 async move {

@@ -6,11 +6,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use proto::http::{Method, Request, Response, Status};
+use proto::media::StreamKey;
 use serde_json::json;
 
-use crate::proto::http::{Method, Request, Response, Status};
 use crate::server::cmd::ShardCmd;
-use crate::server::http::stream_key;
 use crate::server::shard::Shard;
 
 fn json_response(status: Status, value: serde_json::Value) -> Response {
@@ -28,7 +28,7 @@ pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
     match (&request.method, rest) {
         (Method::Get | Method::Head, "streams") => streams(shard),
         (Method::Get | Method::Head, _) if rest.starts_with("streams/") => {
-            let Some(key) = stream_key(&rest["streams".len()..]) else {
+            let Some(key) = StreamKey::from_path(&rest["streams".len()..]) else {
                 return error(Status::NOT_FOUND, "no such stream");
             };
             match stream_json(shard, &key) {
@@ -38,7 +38,7 @@ pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
         }
         (Method::Post, _) if rest.starts_with("streams/") && rest.ends_with("/kick") => {
             let path = &rest["streams".len()..rest.len() - "/kick".len()];
-            let Some(key) = stream_key(path) else {
+            let Some(key) = StreamKey::from_path(path) else {
                 return error(Status::NOT_FOUND, "no such stream");
             };
             let Some(entry) = shard.hub.directory().lookup(&key) else {
@@ -68,7 +68,7 @@ fn streams(shard: &Rc<Shard>) -> Response {
     json_response(Status::OK, json!({ "streams": list }))
 }
 
-fn stream_json(shard: &Rc<Shard>, key: &crate::media::StreamKey) -> Option<serde_json::Value> {
+fn stream_json(shard: &Rc<Shard>, key: &StreamKey) -> Option<serde_json::Value> {
     let e = shard.hub.directory().lookup(key)?;
     let s = &e.stats;
     let info = e.shared.info.load_full();

@@ -52,7 +52,7 @@ pub struct Cli {
     /// Log line format [server.log_format].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Tracing filter, e.g. "info,shardcast::proto=debug"; RUST_LOG still wins
+    /// Tracing filter, e.g. "info,shardcast_proto=debug"; RUST_LOG still wins
     /// [server.log_level].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,

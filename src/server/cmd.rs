@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 
-use crate::media::StreamKey;
-use crate::proto::rtmp::RtmpServerConn;
+use proto::media::StreamKey;
+use proto::rtmp::RtmpServerConn;
 
 /// A publisher connection handed to the stream's owner shard: the socket and the
 /// connection's state move, the publish is retried there.
@@ -27,6 +27,8 @@ pub enum ShardCmd {
     HlsUpdated { key: StreamKey },
     /// Disconnect `key`'s publisher if it is on the receiving shard (API kick).
     Kick { key: StreamKey },
+    /// The owner ended `key`'s stream: wake requests blocked on it.
+    StreamEnded { key: StreamKey },
 }
 
 impl std::fmt::Debug for ShardCmd {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for ShardCmd {
             ShardCmd::AdoptPublisher(h) => write!(f, "AdoptPublisher({})", h.key),
             ShardCmd::HlsUpdated { key } => write!(f, "HlsUpdated({key})"),
             ShardCmd::Kick { key } => write!(f, "Kick({key})"),
+            ShardCmd::StreamEnded { key } => write!(f, "StreamEnded({key})"),
         }
     }
 }

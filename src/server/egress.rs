@@ -22,10 +22,10 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use proto::media::{Frame, Track};
 use shards::ring::Next;
 use shards::rt::{Deadline, TcpStream};
 
-use crate::media::{Frame, Track};
 use crate::server::media::StreamSubscription;
 
 /// At most this many bytes are gathered for one write, so one viewer never holds

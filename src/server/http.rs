@@ -12,11 +12,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use proto::flv;
+use proto::http::{self as h, Method, Request, Response, Status};
+use proto::media::{Frame, StreamKey};
 use shards::rt::{self, TcpStream};
 
-use crate::media::{Frame, StreamKey};
-use crate::proto::flv;
-use crate::proto::http::{self as h, Method, Request, Response, Status};
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::media::{format, StreamSubscription};
 use crate::server::metrics::{Disconnect, ShardMetrics, Timeout};
@@ -202,7 +202,7 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         return Reply::Done(Response::method_not_allowed("GET, HEAD, OPTIONS"));
     }
     if let Some(stem) = path.strip_suffix(".flv") {
-        let Some(key) = stream_key(stem) else {
+        let Some(key) = StreamKey::from_path(stem) else {
             return Reply::Done(Response::error(Status::NOT_FOUND));
         };
         return match shard.hub.subscribe(&key) {
@@ -221,12 +221,6 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         return Reply::Done(cors(shard, reply));
     }
     Reply::Done(cors(shard, Response::error(Status::NOT_FOUND)))
-}
-
-/// `/app/stream` → the stream key, if both parts are valid.
-pub(crate) fn stream_key(path: &str) -> Option<StreamKey> {
-    let (app, stream) = path.strip_prefix('/')?.split_once('/')?;
-    StreamKey::new(app, stream).ok()
 }
 
 /// The FLV tag of a frame: built once per frame per shard, shared by every HTTP-FLV

@@ -1,12 +1,12 @@
-//! How frames ride the shard runtime: [`Frame`] as a ring item, the serialize-once
-//! format slots, and the per-stream shared state in the directory.
+//! How frames ride the shard runtime: what a ring learns about a [`Frame`], the
+//! serialize-once format slots, and the per-stream shared state in the directory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
-use shards::ring::RingItem;
+use proto::media::{Codec, Frame, FrameKind, StreamKey, Track};
+use shards::ring::ItemMeta;
 
-use crate::media::{Codec, Frame, FrameKind, StreamKey, Track};
 use crate::server::cmd::ShardCmd;
 
 /// Serialize-once format slots of a ring slot (see `shards::ring`).
@@ -26,26 +26,20 @@ pub mod config_slot {
     pub const METADATA: usize = 2;
 }
 
-impl RingItem for Frame {
-    fn is_keyframe(&self) -> bool {
-        self.starts_gop()
-    }
-
-    fn config_slot(&self) -> Option<usize> {
-        match (self.kind, self.codec) {
-            (FrameKind::Config, Codec::Video(_)) => Some(config_slot::VIDEO),
-            (FrameKind::Config, Codec::Audio(_)) => Some(config_slot::AUDIO),
-            (FrameKind::Metadata, _) => Some(config_slot::METADATA),
-            _ => None,
-        }
-    }
-
-    fn is_video(&self) -> bool {
-        self.track() == Track::Video
-    }
-
-    fn byte_len(&self) -> usize {
-        self.payload.len()
+/// What a ring needs to know about a frame ([`shards::hub::Hub::start`] takes this):
+/// computed once when the frame is pushed.
+pub fn describe_frame(frame: &Frame) -> ItemMeta {
+    let config_slot = match (frame.kind, frame.codec) {
+        (FrameKind::Config, Codec::Video(_)) => Some(config_slot::VIDEO),
+        (FrameKind::Config, Codec::Audio(_)) => Some(config_slot::AUDIO),
+        (FrameKind::Metadata, _) => Some(config_slot::METADATA),
+        _ => None,
+    };
+    ItemMeta {
+        keyframe: frame.starts_gop(),
+        video: frame.track() == Track::Video,
+        config_slot,
+        byte_len: frame.payload.len(),
     }
 }
 
@@ -55,8 +49,8 @@ pub struct StreamShared {
     /// Codec summary for the API and HLS (set by the owner when configs arrive).
     pub info: ArcSwapOption<StreamInfo>,
     /// The HLS packager's latest snapshots (set by the owner after each part).
-    pub hls_ts: ArcSwapOption<crate::proto::hls::HlsSnapshot>,
-    pub hls_ll: ArcSwapOption<crate::proto::hls::HlsSnapshot>,
+    pub hls_ts: ArcSwapOption<proto::hls::HlsSnapshot>,
+    pub hls_ll: ArcSwapOption<proto::hls::HlsSnapshot>,
     /// Bumped after each HLS update, so blocked playlist requests on any shard re-check.
     pub hls_version: AtomicU64,
 }
@@ -86,9 +80,13 @@ pub type MeshBatch = Vec<shards::hub::Envelope<StreamKey, Frame, ShardCmd>>;
 pub type StreamEntry = shards::directory::Entry<StreamKey, StreamShared>;
 pub type StreamDirectory = shards::directory::Directory<StreamKey, StreamShared>;
 
+/// Frames that could not be serialized for viewers, process-wide: a bug if ever
+/// non-zero, so one shared counter (touched only on that error) is enough.
+pub static SERIALIZE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
 /// A frame could not be serialized for viewers: logged and counted, never silent.
 pub(crate) fn serialize_failed(format: &str, frame: &Frame, e: &dyn std::fmt::Display) {
-    crate::server::metrics::ShardMetrics::add(&crate::server::metrics::SERIALIZE_ERRORS, 1);
+    SERIALIZE_ERRORS.fetch_add(1, Ordering::Relaxed);
     tracing::error!(format, bytes = frame.payload.len(), dts_ms = frame.dts_ms, error = %e,
         "bug: a frame could not be serialized for viewers; skipped");
 }

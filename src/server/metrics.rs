@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::server::media::StreamDirectory;
+use crate::server::media::{StreamDirectory, SERIALIZE_ERRORS};
 
 /// One shard's counters, padded to its own cache lines.
 #[repr(align(128))]
@@ -38,6 +38,10 @@ pub struct ShardMetrics {
     pub write_delay_us: AtomicU64,
     /// This shard thread's CPU use over the last second, in thousandths of a core.
     pub load_permille: AtomicU64,
+    /// Streams this shard owns (stream table entries, grace included).
+    pub streams_owned: AtomicU64,
+    /// HLS requests blocked on this shard waiting for a part or segment.
+    pub hls_waiting: AtomicU64,
     /// Connections refused at accept, by [`Refusal`] reason.
     pub refused: [AtomicU64; Refusal::ALL.len()],
     /// Connections closed by a phase timeout, by [`Timeout`] phase.
@@ -45,10 +49,6 @@ pub struct ShardMetrics {
     /// Client IPs the admission table tracks now (see `server::admission`).
     pub tracked_ips: AtomicU64,
 }
-
-/// Frames that could not be serialized for viewers, process-wide: a bug if ever
-/// non-zero, so one shared counter (touched only on that error) is enough.
-pub static SERIALIZE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Why a viewer's connection ended (`shardcast_viewer_disconnects_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +128,8 @@ pub enum Timeout {
 
 impl Timeout {
     /// The phase of an RTMP connection's own close, if a timeout closed it.
-    pub fn of_rtmp(reason: crate::proto::rtmp::CloseReason) -> Option<Timeout> {
-        use crate::proto::rtmp::CloseReason;
+    pub fn of_rtmp(reason: proto::rtmp::CloseReason) -> Option<Timeout> {
+        use proto::rtmp::CloseReason;
         match reason {
             CloseReason::HandshakeTimeout => Some(Timeout::RtmpHandshake),
             CloseReason::NegotiationTimeout => Some(Timeout::RtmpNegotiation),
@@ -295,6 +295,18 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             "counter",
             "HLS segments produced",
             |m| &m.hls_segments,
+        ),
+        (
+            "shardcast_streams_owned",
+            "gauge",
+            "Streams this shard owns (its stream table, reconnect grace included)",
+            |m| &m.streams_owned,
+        ),
+        (
+            "shardcast_hls_blocked_requests",
+            "gauge",
+            "HLS playlist requests waiting for the next part or segment",
+            |m| &m.hls_waiting,
         ),
         (
             "shardcast_admission_tracked_ips",

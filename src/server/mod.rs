@@ -1,12 +1,18 @@
 //! Drivers: connect the shard runtime's sockets, files and timers to the sans-IO cores.
 //!
-//! - [`shard`]: start-up, listeners, shutdown; [`admission`]: who may connect; [`media`]: frames on the rings.
-//! - [`rtmp`], [`http`] (HTTP-FLV, HLS, API, metrics): connection drivers.
-//! - [`egress`]: the shared viewer write path; [`hls`]: packagers and playlist serving;
-//!   [`record`]: recordings through io_uring.
+//! Layers, each importing only the ones above it (`tests/layout.rs` checks the graph):
+//! - [`config`], [`metrics`], [`cmd`], [`media`] (frames on the rings): plain data;
+//! - [`streams`]: the per-shard stream table and the owner-side stream state;
+//!   [`admission`]: who may connect (`[limits]`: per IP, accept rate, global);
+//! - [`shard`]: the shard context every driver takes;
+//! - drivers: [`ingest`] (the publishing side), [`egress`] (the viewer write path),
+//!   [`rtmp`], [`http`] (HTTP-FLV, [`hls`], [`api`], metrics), [`record`]
+//!   (recordings through io_uring), [`pacing`];
+//! - [`app`]: the composition root: start-up, listeners, dispatch, shutdown.
 
 pub mod admission;
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -21,5 +27,6 @@ pub mod pacing;
 pub mod record;
 pub mod rtmp;
 pub mod shard;
+pub mod streams;
 
-pub use shard::{run, ServerError};
+pub use app::{run, ServerError};

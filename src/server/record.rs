@@ -20,14 +20,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use proto::flv;
+use proto::fmp4::Fmp4Muxer;
+use proto::media::{Frame, FrameKind, StreamKey, Track};
+use proto::mux::Muxer;
+use proto::rtmp::amf0::{self, Amf0Value};
 use shards::ring::{Next, Ring, Subscriber};
 use shards::rt::{self, FileWriter, Queue};
 
-use crate::media::{Frame, FrameKind, StreamKey, Track};
-use crate::proto::flv;
-use crate::proto::fmp4::Fmp4Muxer;
-use crate::proto::mux::Muxer;
-use crate::proto::rtmp::amf0::{self, Amf0Value};
 use crate::server::config::RecordFormat;
 use crate::server::metrics::ShardMetrics;
 use crate::server::shard::Shard;
@@ -357,7 +357,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::Codec;
+    use proto::media::Codec;
 
     fn metadata(values: &[Amf0Value]) -> Frame {
         Frame {

@@ -13,12 +13,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use proto::flv::{self, TagKind};
+use proto::media::{Frame, StreamKey};
+use proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
 use shards::hub::{PublishError, SubscribeError};
 use shards::rt::{self, Queue, TcpStream};
 
-use crate::media::{Frame, StreamKey};
-use crate::proto::flv::{self, TagKind};
-use crate::proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
 use crate::server::cmd::{Handover, ShardCmd};
 use crate::server::config::PlayMissing;
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
@@ -127,14 +127,25 @@ pub fn adopt(shard: &Rc<Shard>, h: Box<Handover>) {
                 app: h.app,
                 failed: None,
             };
-            match session.start_publish(&h.key) {
-                Ok(None) => run(stream, session).await,
-                Ok(Some(_)) | Err(()) => {
-                    let mut stream = stream;
-                    let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
-                    let _ = session.out.flush(&mut stream, stall).await;
-                }
+            // Refused (two publishers raced for the stream and both were handed here):
+            // the connection goes on like one refused on its first shard, so the loop
+            // writes the BadName status the core queued.
+            if let Ok(Some(owner)) = session.start_publish(&h.key) {
+                // The stream ended and was published anew on a third shard while this
+                // connection was in flight: refuse rather than chase it.
+                tracing::info!(stream = %h.key, owner, "publish refused: the stream moved during the hand-over");
+                session.decided(|c| {
+                    c.reject_publish(
+                        "NetStream.Publish.BadName",
+                        "the stream moved to another shard during the hand-over; publish again",
+                    )
+                });
             }
+            if let Some(e) = session.failed.take() {
+                let _ = session.decision_failed("adopted publish decision", e);
+                return;
+            }
+            run(stream, session).await;
         },
         on_panic,
     );
@@ -347,7 +358,8 @@ impl Session {
                         self.app = Some(app);
                     } else {
                         ShardMetrics::add(&self.shard.metrics().rejected, 1);
-                        tracing::info!(peer = ?self.peer, %app, "RTMP connect rejected: unknown app");
+                        // Debug-quoted: a peer's newline must not forge a log line.
+                        tracing::info!(peer = ?self.peer, ?app, "RTMP connect rejected: unknown app");
                         let reason = format!(
                             "unknown application '{app}'; configured apps: {}",
                             apps.join(", ")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the flv_tag fuzz seeds: one file per tag body, first byte = kind selector
-(0 audio, 1 video, 2 script, as in src/proto/flv/fuzzing.rs). Real bodies come from the
+(0 audio, 1 video, 2 script, as in proto/src/flv/fuzzing.rs). Real bodies come from the
 fixture files (truncated to keep seeds small); the rest cover E-RTMP features no fixture
 has (ModEx, multitrack, metadata, enhanced audio). Run from this directory."""
 import os, struct

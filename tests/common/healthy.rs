@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shardcast::proto::rtmp::MediaKind;
+use proto::rtmp::MediaKind;
 
 use super::{flv_tags_in, metric_sum, metric_sum_where, parse_response, Media, RtmpClient, Server};
 

@@ -368,7 +368,7 @@ pub fn path_exists(p: &Path) -> bool {
 
 // ---- A blocking RTMP client over our sans-IO client core -------------------------------
 
-use shardcast::proto::rtmp::{
+use proto::rtmp::{
     ClientMode, MediaKind, PublishType, RtmpClientConfig, RtmpClientConn, RtmpClientEvent,
 };
 
@@ -517,14 +517,14 @@ pub fn flv_tags(path: &Path) -> Vec<Media> {
 
 /// The complete tags of FLV bytes (a file, or an HTTP-FLV body so far).
 pub fn flv_tags_in(data: &[u8]) -> Vec<Media> {
-    let mut reader = shardcast::proto::flv::FlvReader::new();
+    let mut reader = proto::flv::FlvReader::new();
     reader.push(data);
     let mut out = Vec::new();
     while let Ok(Some(tag)) = reader.poll_tag() {
         let kind = match tag.kind {
-            shardcast::proto::flv::TagKind::Audio => MediaKind::Audio,
-            shardcast::proto::flv::TagKind::Video => MediaKind::Video,
-            shardcast::proto::flv::TagKind::Script => MediaKind::Data,
+            proto::flv::TagKind::Audio => MediaKind::Audio,
+            proto::flv::TagKind::Video => MediaKind::Video,
+            proto::flv::TagKind::Script => MediaKind::Data,
         };
         out.push(Media {
             kind,
@@ -557,14 +557,11 @@ pub fn get_ok(server: &Server, path: &str) -> (String, Vec<u8>) {
 }
 
 /// GET and parse a media playlist.
-pub fn media_playlist(
-    server: &Server,
-    path: &str,
-) -> shardcast::proto::hls::playlist::MediaPlaylist {
+pub fn media_playlist(server: &Server, path: &str) -> proto::hls::playlist::MediaPlaylist {
     let (_, body) = get_ok(server, path);
     let text = String::from_utf8(body)
         .unwrap_or_else(|e| panic!("GET {path}: playlist is not UTF-8: {e}"));
-    shardcast::proto::hls::parse::parse_media_playlist(&text)
+    proto::hls::parse::parse_media_playlist(&text)
         .unwrap_or_else(|e| panic!("GET {path}: {e}\n{text}"))
 }
 

@@ -36,7 +36,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use shards::ring::{Next, Ring, RingConfig, RingItem, Subscriber};
+use shards::ring::{ItemMeta, Next, Ring, RingConfig, Subscriber};
 use shards::rt::{self, Queue};
 
 /// FLV tag header + payload + previous tag size.
@@ -59,18 +59,12 @@ struct Frame {
     keyframe: bool,
 }
 
-impl RingItem for Frame {
-    fn is_keyframe(&self) -> bool {
-        self.keyframe
-    }
-    fn config_slot(&self) -> Option<usize> {
-        None
-    }
-    fn is_video(&self) -> bool {
-        true
-    }
-    fn byte_len(&self) -> usize {
-        self.payload.len()
+fn describe(frame: &Frame) -> ItemMeta {
+    ItemMeta {
+        keyframe: frame.keyframe,
+        video: true,
+        config_slot: None,
+        byte_len: frame.payload.len(),
     }
 }
 
@@ -190,7 +184,7 @@ impl Row {
 /// `ring` mode: publisher and viewers in lockstep on this thread.
 fn run_ring(viewers: usize, run_for: Duration) -> Row {
     let pool = payload_pool();
-    let ring = Ring::new(RingConfig::default());
+    let ring = Ring::new(RingConfig::default(), describe);
     let mut subs: Vec<_> = (0..viewers).map(|_| ring.subscribe()).collect();
     let builds = Cell::new(0);
     let mut n = 0;
@@ -270,7 +264,7 @@ enum Pace {
 fn run_tasks(viewers: usize, run_for: Duration, pace: Pace) -> Row {
     let handle = rt::start_executor("fanout", Some(0), move || async move {
         let pool = payload_pool();
-        let ring = Ring::new(RingConfig::default());
+        let ring = Ring::new(RingConfig::default(), describe);
         let tally = Rc::new(Tally::default());
         for _ in 0..viewers {
             rt::spawn(Queue::Media, viewer(ring.subscribe(), Rc::clone(&tally)));

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use shards::directory::Directory;
 use shards::hub::{Hub, HubConfig};
-use shards::ring::{Next, RingItem};
+use shards::ring::{ItemMeta, Next};
 use shards::{rt, run_shards, Shutdown};
 
 const KEYFRAME_EVERY: u64 = 60;
@@ -65,18 +65,12 @@ struct Stamped {
     sent_ns: u64,
 }
 
-impl RingItem for Stamped {
-    fn is_keyframe(&self) -> bool {
-        self.kind != Kind::Config && self.n.is_multiple_of(KEYFRAME_EVERY)
-    }
-    fn config_slot(&self) -> Option<usize> {
-        (self.kind == Kind::Config).then_some(0)
-    }
-    fn is_video(&self) -> bool {
-        true
-    }
-    fn byte_len(&self) -> usize {
-        self.payload.len()
+fn describe(item: &Stamped) -> ItemMeta {
+    ItemMeta {
+        keyframe: item.kind != Kind::Config && item.n.is_multiple_of(KEYFRAME_EVERY),
+        video: true,
+        config_slot: (item.kind == Kind::Config).then_some(0),
+        byte_len: item.payload.len(),
     }
 }
 
@@ -286,7 +280,7 @@ fn run(spec: &Spec, run_for: Duration) -> (SenderSide, ReceiverSide) {
             spec.clone(),
         );
         async move {
-            let hub: Rc<BenchHub> = Hub::start(&mut ctx, dir, viewers, config).await;
+            let hub: Rc<BenchHub> = Hub::start(&mut ctx, dir, viewers, config, describe).await;
             let half = if ctx.id == 0 {
                 Half::Sender(publish_side(hub, shared, spec, run_for).await)
             } else {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use shardcast::proto::flv::TagKind;
+use proto::flv::TagKind;
 
 /// One published media frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,9 +30,7 @@ use bytes::{Buf, Bytes};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
-use shardcast::proto::rtmp::{
-    ClientMode, PublishType, RtmpClientConfig, RtmpClientConn, RtmpClientEvent,
-};
+use proto::rtmp::{ClientMode, PublishType, RtmpClientConfig, RtmpClientConn, RtmpClientEvent};
 
 use args::Args;
 use ledger::{Histograms, Ledger};

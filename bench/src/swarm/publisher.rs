@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shardcast::media::FrameKind;
-use shardcast::proto::flv::{FlvError, FlvReader, TagKind};
+use proto::flv::{FlvError, FlvReader, TagKind};
+use proto::media::FrameKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -173,8 +173,8 @@ impl Schedule {
 }
 
 /// The tag's message kind for the RTMP client.
-pub fn rtmp_kind(kind: TagKind) -> shardcast::proto::rtmp::MediaKind {
-    use shardcast::proto::rtmp::MediaKind;
+pub fn rtmp_kind(kind: TagKind) -> proto::rtmp::MediaKind {
+    use proto::rtmp::MediaKind;
     match kind {
         TagKind::Audio => MediaKind::Audio,
         TagKind::Video => MediaKind::Video,
@@ -185,8 +185,8 @@ pub fn rtmp_kind(kind: TagKind) -> shardcast::proto::rtmp::MediaKind {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use shardcast::media::{AudioCodec, Codec, Frame, VideoCodec};
-    use shardcast::proto::flv;
+    use proto::flv;
+    use proto::media::{AudioCodec, Codec, Frame, VideoCodec};
 
     /// A small FLV file: metadata, two configs, 2 GOPs of 3 video frames (40 ms) and audio.
     pub(crate) fn sample_flv() -> Vec<u8> {

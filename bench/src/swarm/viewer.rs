@@ -12,12 +12,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use shardcast::media::FrameKind;
-use shardcast::proto::flv::{self, FlvError, FlvReader, TagKind};
-use shardcast::proto::http::{self, ChunkedDecoder, HttpError, Limits};
-use shardcast::proto::rtmp::{
-    ClientMode, RtmpClientConfig, RtmpClientConn, RtmpClientEvent, RtmpError,
-};
+use proto::flv::{self, FlvError, FlvReader, TagKind};
+use proto::http::{self, ChunkedDecoder, HttpError, Limits};
+use proto::media::FrameKind;
+use proto::rtmp::{ClientMode, RtmpClientConfig, RtmpClientConn, RtmpClientEvent, RtmpError};
 
 use crate::ledger::{Histograms, Ledger, Tally};
 
@@ -265,7 +263,7 @@ impl FlvState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardcast::media::{AudioCodec, Codec, Frame, VideoCodec};
+    use proto::media::{AudioCodec, Codec, Frame, VideoCodec};
     use std::time::Duration;
 
     fn target() -> Target {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::pacer::{Pace, Pacer};
 use super::{Envelope, FeedId, HubConfig, HubStats, PublishError, SubscribeError};
 use crate::directory::{ClaimError, ClaimId, Directory, Entry};
-use crate::ring::{Ring, RingItem};
+use crate::ring::{Describe, Ring};
 
 /// Identifies one owned stream for the lifetime of its ring (never reused on a shard).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,6 +126,8 @@ pub struct HubCore<K, T, S, C> {
     shards: usize,
     dir: Arc<Directory<K, S>>,
     config: HubConfig,
+    /// What every ring of this hub learns about an item, called once per item here.
+    describe: Describe<T>,
     write_delay: Duration,
     owned: HashMap<K, StreamId>,
     streams: HashMap<StreamId, Owned<K, T, S>>,
@@ -151,9 +153,10 @@ pub struct HubCore<K, T, S, C> {
 impl<K, T, S, C> HubCore<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display,
-    T: RingItem,
+    T: Clone,
 {
-    /// The hub of shard `id` of `shards`.
+    /// The hub of shard `id` of `shards`, whose rings learn an item's facts from
+    /// `describe`.
     pub fn new(
         now: Instant,
         id: usize,
@@ -161,6 +164,7 @@ where
         dir: Arc<Directory<K, S>>,
         viewers_total: Arc<AtomicU64>,
         config: HubConfig,
+        describe: Describe<T>,
     ) -> Self {
         HubCore {
             id,
@@ -168,6 +172,7 @@ where
             dir,
             write_delay: config.write_delay,
             config,
+            describe,
             owned: HashMap::new(),
             streams: HashMap::new(),
             next_stream: 0,
@@ -256,7 +261,7 @@ where
         };
         let id = StreamId(self.next_stream);
         self.next_stream += 1;
-        let ring = Ring::new(self.config.ring.clone());
+        let ring = Ring::new(self.config.ring.clone(), self.describe);
         self.streams.insert(
             id,
             Owned {
@@ -287,18 +292,18 @@ where
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        let meta = (self.describe)(&item);
         let stats = &stream.entry.stats;
         stats.frames.fetch_add(1, Ordering::Relaxed);
         stats
             .bytes
-            .fetch_add(item.byte_len() as u64, Ordering::Relaxed);
-        if item.is_keyframe() {
+            .fetch_add(meta.byte_len as u64, Ordering::Relaxed);
+        if meta.keyframe {
             stats.keyframes.fetch_add(1, Ordering::Relaxed);
         }
-        if item.is_video() && item.config_slot().is_none() {
+        if meta.video && meta.config_slot.is_none() {
             stream.video_frames += 1;
         }
-        let is_video = item.is_video();
         if !stream.feeds.is_empty() {
             let mut flush = false;
             for &(to, feed) in &stream.feeds {
@@ -321,8 +326,8 @@ where
             self.flush_at.get_or_insert(now + self.config.feed_batch);
         }
         let stream = self.streams.get_mut(&id).expect("looked up above");
-        stream.ring.push_quiet(item);
-        match stream.pacer.on_push(now, is_video, self.write_delay) {
+        stream.ring.push_quiet_described(item, meta);
+        match stream.pacer.on_push(now, meta.video, self.write_delay) {
             Pace::WakeNow => stream.ring.wake(),
             Pace::WakeAt(at) => self.arm(at, Timer::WakeOwned(id)),
             Pace::Armed => {}
@@ -370,7 +375,11 @@ where
                 // The directory says ours but the stream is gone: it just ended.
                 return Err(not_found());
             }
-            (Ring::new(self.config.ring.clone()), entry, None)
+            (
+                Ring::new(self.config.ring.clone(), self.describe),
+                entry,
+                None,
+            )
         };
         self.admit(key, &entry)?;
         let feed = match feed {
@@ -483,6 +492,7 @@ where
                 }
             }
             Envelope::Items { feed, items } => {
+                let describe = self.describe;
                 let Some(m) = self
                     .mirror_by_feed
                     .get(&feed)
@@ -493,9 +503,9 @@ where
                 let mut wake = false;
                 let mut arm = None;
                 for item in items {
-                    let is_video = item.is_video();
-                    m.ring.push_quiet(item);
-                    match m.pacer.on_push(now, is_video, self.write_delay) {
+                    let meta = describe(&item);
+                    m.ring.push_quiet_described(item, meta);
+                    match m.pacer.on_push(now, meta.video, self.write_delay) {
                         Pace::WakeNow => wake = true,
                         Pace::WakeAt(at) => arm = Some(at),
                         Pace::Armed => {}
@@ -738,7 +748,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::{Next, RingConfig};
+    use crate::ring::{ItemMeta, Next, RingConfig};
     use std::future::Future;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Context, Wake, Waker};
@@ -750,18 +760,12 @@ mod tests {
         A(u32),
     }
 
-    impl RingItem for It {
-        fn is_keyframe(&self) -> bool {
-            matches!(self, It::V(n) if n % 10 == 0)
-        }
-        fn config_slot(&self) -> Option<usize> {
-            None
-        }
-        fn is_video(&self) -> bool {
-            matches!(self, It::V(_))
-        }
-        fn byte_len(&self) -> usize {
-            100
+    fn describe(it: &It) -> ItemMeta {
+        ItemMeta {
+            keyframe: matches!(it, It::V(n) if n % 10 == 0),
+            video: matches!(it, It::V(_)),
+            config_slot: None,
+            byte_len: 100,
         }
     }
 
@@ -791,6 +795,7 @@ mod tests {
                     Arc::clone(&dir),
                     Arc::clone(&viewers),
                     config.clone(),
+                    describe,
                 )
             })
             .collect()

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use crate::directory::{ClaimError, Directory, Entry};
 use crate::event::{LocalEvent, Notify};
-use crate::ring::{Ring, RingConfig, RingItem, Subscriber};
+use crate::ring::{Describe, Ring, RingConfig, Subscriber};
 use crate::rt::{self, Queue};
 use crate::ShardContext;
 
@@ -156,17 +156,20 @@ pub struct Hub<K: Send + 'static, T: Send + 'static, S, C: Send + 'static = ()> 
 impl<K, T, S, C> Hub<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
     /// Connect this shard to the mesh and start serving feeds. Every shard must call this
-    /// (the channel connections wait for both ends).
+    /// (the channel connections wait for both ends). The hub's rings learn what they need
+    /// to know about an item (keyframe, config slot, video, bytes) from `describe`, once
+    /// per item.
     pub async fn start(
         ctx: &mut ShardContext<Batch<K, T, C>>,
         dir: Arc<Directory<K, S>>,
         viewers_total: Arc<AtomicU64>,
         config: HubConfig,
+        describe: Describe<T>,
     ) -> Rc<Self> {
         let receivers = std::mem::take(&mut ctx.receivers);
         let senders = std::mem::take(&mut ctx.senders);
@@ -206,6 +209,7 @@ where
             Arc::clone(&dir),
             viewers_total,
             config.clone(),
+            describe,
         );
         let hub = Rc::new(Hub {
             core: RefCell::new(core),
@@ -263,7 +267,7 @@ where
                 .as_ref()
                 .expect("the core sends only to other shards");
             let (to, items) = (t.to, t.items);
-            if let Err(batch) = rt::channel::try_send(tx, t.batch) {
+            if let Err(batch) = tx.try_send(t.batch) {
                 self.core
                     .borrow_mut()
                     .handle_unsent(now, core::Transmit { to, batch, items });
@@ -381,7 +385,7 @@ where
 pub struct Publisher<K, T, S, C = ()>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
@@ -397,7 +401,7 @@ where
 impl<K, T, S, C> Publisher<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
@@ -439,7 +443,7 @@ where
 impl<K, T, S, C> Drop for Publisher<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
@@ -458,7 +462,7 @@ where
 pub struct Subscription<K, T, S, C = ()>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
@@ -472,7 +476,7 @@ where
 impl<K, T, S, C> Subscription<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
@@ -493,7 +497,7 @@ where
 impl<K, T, S, C> std::ops::Deref for Subscription<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
@@ -506,7 +510,7 @@ where
 impl<K, T, S, C> std::ops::DerefMut for Subscription<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
@@ -518,7 +522,7 @@ where
 impl<K, T, S, C> Drop for Subscription<K, T, S, C>
 where
     K: Clone + Eq + Hash + std::fmt::Display + Send + 'static,
-    T: RingItem + Send + 'static,
+    T: Clone + Send + 'static,
     S: Send + Sync + 'static,
     C: Send + 'static,
 {
