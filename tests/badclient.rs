@@ -531,3 +531,75 @@ fn a_second_instance_on_the_same_ports_fails_to_start() {
     assert_fds_back(&server, baseline);
     end_process(publisher);
 }
+
+/// An RTMP connection past the handshake that announces a 16 MB message and sends
+/// `mib` MiB of it (legal so far), then holds.
+fn partial_message_holder(port: u16, mib: usize) -> TcpStream {
+    use std::io::Read;
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let mut c0c1 = vec![0u8; 1 + 1536];
+    c0c1[0] = 3;
+    s.write_all(&c0c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 2 * 1536];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_exact(&mut s0s1s2).expect("S0+S1+S2");
+    s.write_all(&s0s1s2[1..1 + 1536]).unwrap();
+    // Set Chunk Size 65536, then a type-0 header for a 16 MB video message on csid 6.
+    let mut wire = proto::rtmp::serialize_message(2, 1, 0, 0, &65536u32.to_be_bytes(), 128)
+        .unwrap()
+        .to_vec();
+    wire.extend_from_slice(&[0x06, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
+    wire.extend_from_slice(&vec![0x17; 65536]);
+    for _ in 1..mib * 16 {
+        wire.push(0xC6);
+        wire.extend_from_slice(&vec![0x17; 65536]);
+    }
+    s.write_all(&wire).unwrap();
+    s
+}
+
+/// Many connections each under their own cap add up: past the shard's input budget
+/// the ones holding the most are closed, the healthy publisher (one frame in flight)
+/// keeps going, and the memory comes back when they are gone.
+#[test]
+fn partial_messages_are_capped_shard_wide_and_their_memory_returned() {
+    let server = start(
+        "bad-input-budget",
+        "max_buffered_input_bytes_per_shard = 67108864\nrtmp_handshake_timeout_ms = 60000\n",
+    );
+    let (publisher, baseline) = with_publisher(&server, 30);
+    let rss_before = rss_kib(server.pid());
+    let healthy = Healthy::start(&server, "live/ok", Duration::from_secs(8), Probe::Fresh);
+    // 12 connections x 8 MiB = 96 MiB against a 64 MiB budget.
+    let holders: Vec<TcpStream> = (0..12)
+        .map(|_| partial_message_holder(server.rtmp_port, 8))
+        .collect();
+    wait_for("the budget to evict", Duration::from_secs(10), || {
+        server.metric("shardcast_input_budget_evictions_total") >= 4.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let evicted = server.metric("shardcast_input_budget_evictions_total");
+    let open = holders.iter().filter(|s| fate(s) == Fate::Open).count();
+    let rss_peak = rss_kib(server.pid());
+    eprintln!("input budget: {evicted} evicted, {open} of 12 holders open, RSS {rss_before} -> {rss_peak} KiB");
+    assert!(
+        (4.0..=5.0).contains(&evicted),
+        "64 MiB holds 7 or 8 of the 8 MiB holders (the healthy publisher holds little): {evicted} evicted"
+    );
+    assert_eq!(open, 12 - evicted as usize);
+    assert!(
+        rss_peak < rss_before + 80 * 1024,
+        "RSS {rss_peak} KiB: the budget did not bound memory (before: {rss_before})"
+    );
+    drop(holders);
+    healthy.assert_unharmed(&server);
+    assert_fds_back(&server, baseline);
+    // The holders' buffers are freed with them and their pages go back to the kernel.
+    let rss_after = rss_kib(server.pid());
+    eprintln!("RSS after the holders left: {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS {rss_after} KiB after the holders left, {rss_before} before"
+    );
+    end_process(publisher);
+}

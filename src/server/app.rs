@@ -19,6 +19,7 @@ use shards::topology::Topology;
 use shards::{ShardContext, Shutdown};
 
 use crate::server::admission::{Admission, ConnectionBudget};
+use crate::server::budget::InputBudget;
 use crate::server::cmd::ShardCmd;
 use crate::server::config::Config;
 use crate::server::media::{StreamDirectory, StreamHub};
@@ -192,6 +193,9 @@ async fn shard_main(
         hub,
         config: Arc::clone(&config),
         streams: RefCell::new(StreamTable::new(Arc::clone(&metrics), ctx.id)),
+        input_budget: RefCell::new(InputBudget::new(
+            config.limits.max_buffered_input_bytes_per_shard as usize,
+        )),
         metrics,
         shutdown: ctx.shutdown.clone(),
         stopping: LocalEvent::default(),

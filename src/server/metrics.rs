@@ -46,6 +46,8 @@ pub struct ShardMetrics {
     pub refused: [AtomicU64; Refusal::ALL.len()],
     /// Connections closed by a phase timeout, by [`Timeout`] phase.
     pub timeouts: [AtomicU64; Timeout::ALL.len()],
+    /// Connections closed because the shard's input budget ran out.
+    pub input_evictions: AtomicU64,
     /// Client IPs the admission table tracks now (see `server::admission`).
     pub tracked_ips: AtomicU64,
 }
@@ -295,6 +297,12 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             "counter",
             "HLS segments produced",
             |m| &m.hls_segments,
+        ),
+        (
+            "shardcast_input_budget_evictions_total",
+            "counter",
+            "Connections closed for holding the most input when the shard's input budget ran out",
+            |m| &m.input_evictions,
         ),
         (
             "shardcast_streams_owned",

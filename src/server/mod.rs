@@ -1,7 +1,8 @@
 //! Drivers: connect the shard runtime's sockets, files and timers to the sans-IO cores.
 //!
 //! Layers, each importing only the ones above it (`tests/layout.rs` checks the graph):
-//! - [`config`], [`metrics`], [`cmd`], [`media`] (frames on the rings): plain data;
+//! - [`config`], [`metrics`], [`cmd`], [`media`] (frames on the rings), [`budget`]:
+//!   plain data;
 //! - [`streams`]: the per-shard stream table and the owner-side stream state;
 //!   [`admission`]: who may connect (`[limits]`: per IP, accept rate, global);
 //! - [`shard`]: the shard context every driver takes;
@@ -13,6 +14,7 @@
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod budget;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -16,9 +16,11 @@ use bytes::Bytes;
 use proto::flv::{self, TagKind};
 use proto::media::{Frame, StreamKey};
 use proto::rtmp::{self, MediaKind, RtmpEvent, RtmpServerConfig, RtmpServerConn};
+use shards::event::LocalEvent;
 use shards::hub::{PublishError, SubscribeError};
 use shards::rt::{self, Queue, TcpStream};
 
+use crate::server::budget::Holder;
 use crate::server::cmd::{Handover, ShardCmd};
 use crate::server::config::PlayMissing;
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
@@ -70,6 +72,41 @@ struct Session {
     app: Option<String>,
     /// A decision the core refused (see `Session::decided`).
     failed: Option<rtmp::RtmpError>,
+    /// This connection's share of the shard's input budget.
+    input: InputShare,
+}
+
+/// A connection's place in the shard-wide input budget (`server::budget`), released
+/// when the connection ends.
+struct InputShare {
+    shard: Rc<Shard>,
+    holder: Holder,
+    evict: Rc<LocalEvent>,
+}
+
+impl InputShare {
+    fn new(shard: &Rc<Shard>) -> InputShare {
+        InputShare {
+            shard: Rc::clone(shard),
+            holder: Holder::default(),
+            evict: Rc::default(),
+        }
+    }
+
+    /// The connection now holds `bytes` of peer input.
+    fn update(&mut self, bytes: usize) {
+        self.holder = self
+            .shard
+            .input_budget
+            .borrow_mut()
+            .update(self.holder, bytes, &self.evict);
+    }
+}
+
+impl Drop for InputShare {
+    fn drop(&mut self) {
+        self.shard.input_budget.borrow_mut().release(self.holder);
+    }
 }
 
 pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>) {
@@ -88,6 +125,7 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
     // Starts the core's handshake timer.
     conn.handle_timeout(Instant::now());
     let session = Session {
+        input: InputShare::new(&shard),
         shard,
         peer,
         conn,
@@ -126,6 +164,7 @@ pub fn adopt(shard: &Rc<Shard>, h: Box<Handover>) {
                 out: Egress::default(),
                 app: h.app,
                 failed: None,
+                input: InputShare::new(&shard),
             };
             // Refused (two publishers raced for the stream and both were handed here):
             // the connection goes on like one refused on its first shard, so the loop
@@ -177,6 +216,7 @@ async fn run(mut stream: TcpStream, mut s: Session) {
         if s.conn.poll_timeout().is_some_and(|t| t <= now) {
             s.conn.handle_timeout(now);
         }
+        s.input.update(s.conn.buffered_bytes());
         match s.drain_events() {
             Step::Continue => {}
             Step::Close(why) => {
@@ -227,24 +267,38 @@ async fn run(mut stream: TcpStream, mut s: Session) {
             };
             let io = s.out.wait(&mut stream, sub, timer, &mut buf, stall);
             // What else ends the wait, besides the socket and the core's timer.
-            let (role, shard) = (&s.role, &s.shard);
+            let (role, shard, evict) = (&s.role, &s.shard, &s.input.evict);
             let other = async {
-                match role {
-                    // A viewer ends with its stream (the hub ends every ring at shutdown).
-                    Role::Playing { .. } => std::future::pending::<()>().await,
-                    Role::Publishing(ingest) => {
-                        let kicked = ingest.kicked();
-                        rt::or(kicked.wait(), shard.stopping.wait()).await
+                let by_role = async {
+                    match role {
+                        // A viewer ends with its stream (the hub ends every ring at shutdown).
+                        Role::Playing { .. } => std::future::pending::<()>().await,
+                        Role::Publishing(ingest) => {
+                            let kicked = ingest.kicked();
+                            rt::or(kicked.wait(), shard.stopping.wait()).await
+                        }
+                        Role::Idle => shard.stopping.wait().await,
+                        // The directory has no change notification; a waiting player polls it.
+                        Role::Waiting { .. } => rt::sleep(Duration::from_millis(100)).await,
                     }
-                    Role::Idle => shard.stopping.wait().await,
-                    // The directory has no change notification; a waiting player polls it.
-                    Role::Waiting { .. } => rt::sleep(Duration::from_millis(100)).await,
-                }
+                };
+                rt::or(by_role, evict.wait()).await;
                 None
             };
             rt::or(async { Some(io.await) }, other).await
         };
         match wake {
+            None if s.input.evict.is_fired() => {
+                ShardMetrics::add(&s.shard.metrics().input_evictions, 1);
+                tracing::warn!(
+                    peer = ?s.peer,
+                    held = s.conn.buffered_bytes(),
+                    "RTMP connection closed: the shard's input budget \
+                     (limits.max_buffered_input_bytes_per_shard) is exhausted and it holds the most"
+                );
+                s.close(&mut stream, Disconnect::Error, stall).await;
+                return;
+            }
             None => {
                 let stop = match &s.role {
                     Role::Publishing(ingest) => {

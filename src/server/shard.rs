@@ -13,6 +13,7 @@ use shards::event::LocalEvent;
 use shards::Shutdown;
 
 use crate::server::admission::Admission;
+use crate::server::budget::InputBudget;
 use crate::server::config::Config;
 use crate::server::media::StreamHub;
 use crate::server::metrics::ShardMetrics;
@@ -35,6 +36,8 @@ pub struct Shard {
     /// Per-stream state beyond the hub's rings (owner state, publishers' kick
     /// events, blocked HLS requests), one lifetime per stream.
     pub streams: RefCell<StreamTable>,
+    /// Peer input all of this shard's connections hold (`limits.max_buffered_input_bytes_per_shard`).
+    pub input_budget: RefCell<InputBudget>,
 }
 
 /// A raised gauge (see [`Shard::hold`]).

@@ -278,6 +278,12 @@ impl RtmpServerConn {
         self.session.unacknowledged()
     }
 
+    /// Peer input this connection holds (undecoded bytes and partial messages), for a
+    /// server-wide budget: the per-connection cap is `decoder.max_buffered_bytes`.
+    pub fn buffered_bytes(&self) -> usize {
+        self.session.buffered_bytes()
+    }
+
     /// How often a connected peer is pinged (see `RtmpServerConfig::ping_interval`).
     fn ping_every(&self) -> Option<Duration> {
         let every = self.config.ping_interval?;

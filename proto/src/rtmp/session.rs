@@ -53,6 +53,11 @@ impl Session {
         }
     }
 
+    /// Input held: undecoded bytes plus partially received messages.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inbuf.len() + self.decoder.buffered_bytes()
+    }
+
     /// Counts bytes consumed outside the chunk stream (the handshake).
     pub fn count_received(&mut self, n: usize) {
         self.received += n as u64;

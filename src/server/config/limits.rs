@@ -45,6 +45,11 @@ pub struct LimitsConfig {
     /// A kept-alive HTTP connection with no request for this long is closed; default
     /// 30000.
     pub http_keepalive_timeout_ms: u64,
+    /// Peer input one shard holds in memory over all its connections (RTMP partial
+    /// messages and undecoded bytes); past it, the connections holding the most are
+    /// closed. Each connection is also capped at twice `rtmp.max_message_bytes`.
+    /// 0 = no shard-wide cap; default 128 MiB.
+    pub max_buffered_input_bytes_per_shard: u64,
 }
 
 impl Default for LimitsConfig {
@@ -63,6 +68,7 @@ impl Default for LimitsConfig {
             rtmp_handshake_timeout_ms: 10_000,
             http_head_timeout_ms: 10_000,
             http_keepalive_timeout_ms: 30_000,
+            max_buffered_input_bytes_per_shard: 128 << 20,
         }
     }
 }
@@ -133,7 +139,16 @@ impl LimitsConfig {
             self.http_keepalive_timeout_ms,
             1000..=3_600_000,
             MS,
-        )
+        )?;
+        if self.max_buffered_input_bytes_per_shard != 0 {
+            check(
+                "max_buffered_input_bytes_per_shard",
+                self.max_buffered_input_bytes_per_shard,
+                (1 << 20)..=(64 << 30),
+                "bytes (or 0 for no limit)",
+            )?;
+        }
+        Ok(())
     }
 
     /// Whether `ip` is on the allow list.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use proto::media::StreamKey;
 use proto::hls::civil_from_days;
+use proto::media::StreamKey;
 
 use super::error::invalid;
 use super::ConfigError;
