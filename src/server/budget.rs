@@ -49,7 +49,8 @@ impl InputBudget {
     /// go. Returns the holder to pass next time. Evicts the largest holders (this one
     /// included, if it is among them) while the total is over the limit.
     pub fn update(&mut self, holder: Holder, bytes: usize, evict: &Rc<LocalEvent>) -> Holder {
-        if self.limit == 0 {
+        // An evicted connection is on its way out and holds no place.
+        if self.limit == 0 || evict.is_fired() {
             return Holder::default();
         }
         let holder = match (holder.0, bytes) {
