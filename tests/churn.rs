@@ -130,10 +130,10 @@ fn a_thousand_publish_cycles_leave_no_state_and_flat_memory() {
     }
 
     // Requests for keys that do not exist are answered at once and leave nothing
-    // behind: 5,000 distinct keys, pipelined.
+    // behind: 50,000 distinct keys, pipelined.
     let mut s = TcpStream::connect(server.http_addr()).unwrap();
     let mut requests = String::new();
-    for i in 0..5000 {
+    for i in 0..50_000 {
         requests.push_str(&format!(
             "GET /live/ghost{i}/ll.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"
         ));
@@ -150,7 +150,7 @@ fn a_thousand_publish_cycles_leave_no_state_and_flat_memory() {
     let text = String::from_utf8_lossy(&raw);
     assert_eq!(
         text.matches("HTTP/1.1 404").count(),
-        5001,
+        50_001,
         "every unknown key is a 404"
     );
     assert_eq!(server.metric("shardcast_hls_blocked_requests"), 0.0);
