@@ -180,8 +180,14 @@ pub fn adopt(shard: &Rc<Shard>, h: Box<Handover>) {
                     )
                 });
             }
-            if let Some(e) = session.failed.take() {
-                let _ = session.decision_failed("adopted publish decision", e);
+            if let Some(error) = session.failed.take() {
+                let mut stream = stream;
+                let end = ConnError::Decision {
+                    what: "adopted publish decision",
+                    error,
+                };
+                let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
+                session.finish(&mut stream, end, stall).await;
                 return;
             }
             run(stream, session).await;
@@ -198,19 +204,86 @@ const SMALL_READ_BUF: usize = 2 * 1024;
 /// the core, drain its events, write what is pending without waiting, then wait for the
 /// next input (see `Egress::wait`).
 async fn run(mut stream: TcpStream, mut s: Session) {
+    let stall = Duration::from_millis(s.shard.config.streams.send_stall_timeout_ms);
+    match turns(&mut stream, &mut s, stall).await {
+        Exit::Handover(owner, key) => {
+            let _ = s.out.flush(&mut stream, stall).await;
+            s.hand_over(stream, owner, key);
+        }
+        Exit::End(end) => s.finish(&mut stream, end, stall).await,
+    }
+}
+
+/// How [`turns`] left the loop.
+enum Exit {
+    /// Move the publisher to the shard that owns its stream.
+    Handover(usize, StreamKey),
+    End(ConnError),
+}
+
+/// Why an RTMP connection ended: each is logged once and counted by
+/// [`Session::finish`], which also decides whether pending replies are still written.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("bad input: {0}")]
+    BadInput(rtmp::RtmpError),
+    /// The core refused a decision (accept/reject): it is in a state the driver did
+    /// not expect.
+    #[error("{what} failed: {error}")]
+    Decision {
+        what: &'static str,
+        error: rtmp::RtmpError,
+    },
+    #[error("the publisher sent a frame that cannot be parsed: {0}")]
+    BadMedia(crate::server::ingest::IngestError),
+    /// The core closed the connection (a timeout, a refusal it completed).
+    #[error("closed by the protocol core: {0:?}")]
+    Core(rtmp::CloseReason),
+    #[error("the shard's input budget (limits.max_buffered_input_bytes_per_shard) is exhausted and this connection holds the most")]
+    Evicted,
+    #[error("kicked through the API")]
+    Kicked,
+    #[error("the server is stopping")]
+    Stopping,
+    #[error("the peer closed the connection")]
+    PeerClosed,
+    #[error("{0}")]
+    Stalled(EgressError),
+    #[error("socket: {0}")]
+    Socket(EgressError),
+}
+
+impl ConnError {
+    /// How a playing viewer's end is counted.
+    fn disconnect(&self) -> Disconnect {
+        match self {
+            ConnError::Stalled(_) => Disconnect::Stalled,
+            ConnError::PeerClosed | ConnError::Core(_) => Disconnect::PeerClosed,
+            _ => Disconnect::Error,
+        }
+    }
+
+    /// Whether what is queued (an error status, a close) can still be written: not
+    /// when the socket itself failed.
+    fn flush_first(&self) -> bool {
+        !matches!(
+            self,
+            ConnError::PeerClosed | ConnError::Stalled(_) | ConnError::Socket(_)
+        )
+    }
+}
+
+/// The turns of a connection until it ends or moves.
+async fn turns(stream: &mut TcpStream, s: &mut Session, stall: Duration) -> Exit {
     let mut buf = vec![0u8; SMALL_READ_BUF];
     let mut input = 0;
-    let stall = Duration::from_millis(s.shard.config.streams.send_stall_timeout_ms);
     loop {
         let now = Instant::now();
         if input > 0 {
             let bytes_in = &buf[..input];
             input = 0;
             if let Err(e) = s.conn.handle_bytes(now, bytes_in) {
-                ShardMetrics::add(&s.shard.metrics().protocol_errors, 1);
-                tracing::warn!(peer = ?s.peer, error = %e, "RTMP connection closed: bad input");
-                s.close(&mut stream, Disconnect::Error, stall).await;
-                return;
+                return Exit::End(ConnError::BadInput(e));
             }
         }
         if s.conn.poll_timeout().is_some_and(|t| t <= now) {
@@ -218,16 +291,9 @@ async fn run(mut stream: TcpStream, mut s: Session) {
         }
         s.input.update(s.conn.buffered_bytes());
         match s.drain_events() {
-            Step::Continue => {}
-            Step::Close(why) => {
-                s.close(&mut stream, why, stall).await;
-                return;
-            }
-            Step::Handover(owner, key) => {
-                let _ = s.out.flush(&mut stream, stall).await;
-                s.hand_over(stream, owner, key);
-                return;
-            }
+            Ok(None) => {}
+            Ok(Some((owner, key))) => return Exit::Handover(owner, key),
+            Err(end) => return Exit::End(end),
         }
         match &s.role {
             Role::Publishing(ingest) => {
@@ -247,13 +313,9 @@ async fn run(mut stream: TcpStream, mut s: Session) {
         if let Role::Playing { sub, filter, .. } = &mut s.role {
             ended = s.out.gather(sub, format::RTMP, *filter, rtmp_chunks);
         }
-        match s.out.write(&stream, stall) {
+        match s.out.write(stream, stall) {
             Ok(n) => s.sent(n),
-            Err(e) => {
-                tracing::debug!(peer = ?s.peer, error = %e, "RTMP peer gone");
-                s.viewer_gone(Disconnect::Error);
-                return;
-            }
+            Err(e) => return Exit::End(ConnError::Socket(e.into())),
         }
         if let Some(end) = ended {
             s.viewer_ended(end);
@@ -265,7 +327,7 @@ async fn run(mut stream: TcpStream, mut s: Session) {
                 Role::Playing { sub, .. } => Some(&**sub),
                 _ => None,
             };
-            let io = s.out.wait(&mut stream, sub, timer, &mut buf, stall);
+            let io = s.out.wait(stream, sub, timer, &mut buf, stall);
             // What else ends the wait, besides the socket and the core's timer.
             let (role, shard, evict) = (&s.role, &s.shard, &s.input.evict);
             let other = async {
@@ -288,58 +350,27 @@ async fn run(mut stream: TcpStream, mut s: Session) {
             rt::or(async { Some(io.await) }, other).await
         };
         match wake {
-            None if s.input.evict.is_fired() => {
-                ShardMetrics::add(&s.shard.metrics().input_evictions, 1);
-                tracing::warn!(
-                    peer = ?s.peer,
-                    held = s.conn.buffered_bytes(),
-                    "RTMP connection closed: the shard's input budget \
-                     (limits.max_buffered_input_bytes_per_shard) is exhausted and it holds the most"
-                );
-                s.close(&mut stream, Disconnect::Error, stall).await;
-                return;
-            }
-            None => {
-                let stop = match &s.role {
-                    Role::Publishing(ingest) => {
-                        ingest.kicked().is_fired() || s.shard.stopping.is_fired()
-                    }
-                    Role::Idle => s.shard.stopping.is_fired(),
-                    Role::Playing { .. } | Role::Waiting { .. } => false,
-                };
-                if stop {
-                    s.close(&mut stream, Disconnect::Error, stall).await;
-                    return;
+            None if s.input.evict.is_fired() => return Exit::End(ConnError::Evicted),
+            None => match &s.role {
+                Role::Publishing(ingest) if ingest.kicked().is_fired() => {
+                    return Exit::End(ConnError::Kicked)
                 }
-            }
+                Role::Publishing(_) | Role::Idle if s.shard.stopping.is_fired() => {
+                    return Exit::End(ConnError::Stopping)
+                }
+                _ => {}
+            },
             Some(Ok(Wake::Media | Wake::Timer)) => {}
             Some(Ok(Wake::Written(n))) => s.sent(n),
-            Some(Ok(Wake::Input(0))) => {
-                s.viewer_gone(Disconnect::PeerClosed);
-                return;
-            }
+            Some(Ok(Wake::Input(0))) => return Exit::End(ConnError::PeerClosed),
             Some(Ok(Wake::Input(n))) => {
                 ShardMetrics::add(&s.shard.metrics().bytes_in, n as u64);
                 input = n;
             }
-            Some(Err(e @ EgressError::Stalled(_))) => {
-                tracing::info!(peer = ?s.peer, error = %e, "RTMP viewer disconnected: stalled");
-                s.viewer_gone(Disconnect::Stalled);
-                return;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(peer = ?s.peer, error = %e, "RTMP peer gone");
-                s.viewer_gone(Disconnect::Error);
-                return;
-            }
+            Some(Err(e @ EgressError::Stalled(_))) => return Exit::End(ConnError::Stalled(e)),
+            Some(Err(e)) => return Exit::End(ConnError::Socket(e)),
         }
     }
-}
-
-enum Step {
-    Continue,
-    Close(Disconnect),
-    Handover(usize, StreamKey),
 }
 
 impl Session {
@@ -358,18 +389,39 @@ impl Session {
         }
     }
 
-    /// Write what is pending (replies, a status) and close.
-    async fn close(&mut self, stream: &mut TcpStream, why: Disconnect, stall: Duration) {
-        self.viewer_gone(why);
-        let _ = self.out.flush(stream, stall).await;
-    }
-
-    /// A core decision (accept/reject) the core refused: it is in a state the driver
-    /// did not expect. Counted, logged, and the connection closed.
-    fn decision_failed(&self, what: &str, e: rtmp::RtmpError) -> Step {
-        ShardMetrics::add(&self.shard.metrics().protocol_errors, 1);
-        tracing::warn!(peer = ?self.peer, error = %e, "RTMP {what} failed; closing the connection");
-        Step::Close(Disconnect::Error)
+    /// The connection ends: log and count why, write what is pending (replies, an
+    /// error status) if the socket still works, and close.
+    async fn finish(&mut self, stream: &mut TcpStream, end: ConnError, stall: Duration) {
+        let m = self.shard.metrics();
+        match &end {
+            ConnError::BadInput(_) | ConnError::Decision { .. } | ConnError::BadMedia(_) => {
+                ShardMetrics::add(&m.protocol_errors, 1);
+                tracing::warn!(peer = ?self.peer, error = %end, "RTMP connection closed");
+            }
+            ConnError::Core(reason) => {
+                if let Some(phase) = Timeout::of_rtmp(*reason) {
+                    m.timed_out(phase);
+                }
+                tracing::debug!(peer = ?self.peer, error = %end, "RTMP connection closed");
+            }
+            ConnError::Evicted => {
+                ShardMetrics::add(&m.input_evictions, 1);
+                tracing::warn!(peer = ?self.peer, held = self.conn.buffered_bytes(), error = %end, "RTMP connection closed");
+            }
+            ConnError::Stalled(_) => {
+                tracing::info!(peer = ?self.peer, error = %end, "RTMP viewer disconnected")
+            }
+            ConnError::Kicked
+            | ConnError::Stopping
+            | ConnError::PeerClosed
+            | ConnError::Socket(_) => {
+                tracing::debug!(peer = ?self.peer, error = %end, "RTMP connection closed")
+            }
+        }
+        self.viewer_gone(end.disconnect());
+        if end.flush_first() {
+            let _ = self.out.flush(stream, stall).await;
+        }
     }
 
     /// Move this publisher's connection to the shard that owns its stream.
@@ -399,7 +451,8 @@ impl Session {
         }
     }
 
-    fn drain_events(&mut self) -> Step {
+    /// Act on the core's events. `Ok(Some((owner, key)))`: hand the publisher over.
+    fn drain_events(&mut self) -> Result<Option<(usize, StreamKey)>, ConnError> {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 RtmpEvent::Transmit(b) => self.out.push(b),
@@ -407,7 +460,10 @@ impl Session {
                     let apps = &self.shard.config.rtmp.apps;
                     if apps.is_empty() || apps.iter().any(|a| *a == app) {
                         if let Err(e) = self.conn.accept_connect() {
-                            return self.decision_failed("connect accept", e);
+                            return Err(ConnError::Decision {
+                                what: "connect accept",
+                                error: e,
+                            });
                         }
                         self.app = Some(app);
                     } else {
@@ -419,7 +475,10 @@ impl Session {
                             apps.join(", ")
                         );
                         if let Err(e) = self.conn.reject_connect(&reason) {
-                            return self.decision_failed("connect reject", e);
+                            return Err(ConnError::Decision {
+                                what: "connect reject",
+                                error: e,
+                            });
                         }
                     }
                 }
@@ -430,16 +489,22 @@ impl Session {
                             &format!("invalid stream name '{name}'"),
                         );
                         if let Err(e) = r {
-                            return self.decision_failed("publish reject", e);
+                            return Err(ConnError::Decision {
+                                what: "publish reject",
+                                error: e,
+                            });
                         }
                         continue;
                     };
                     match self.start_publish(&key) {
-                        Ok(Some(owner)) => return Step::Handover(owner, key),
+                        Ok(Some(owner)) => return Ok(Some((owner, key))),
                         Ok(None) | Err(()) => {}
                     }
                     if let Some(e) = self.failed.take() {
-                        return self.decision_failed("publish decision", e);
+                        return Err(ConnError::Decision {
+                            what: "publish decision",
+                            error: e,
+                        });
                     }
                 }
                 RtmpEvent::PlayRequested { name, .. } => {
@@ -449,13 +514,19 @@ impl Session {
                             &format!("invalid stream name '{name}'"),
                         );
                         if let Err(e) = r {
-                            return self.decision_failed("play reject", e);
+                            return Err(ConnError::Decision {
+                                what: "play reject",
+                                error: e,
+                            });
                         }
                         continue;
                     };
                     self.start_play(&key);
                     if let Some(e) = self.failed.take() {
-                        return self.decision_failed("play decision", e);
+                        return Err(ConnError::Decision {
+                            what: "play decision",
+                            error: e,
+                        });
                     }
                 }
                 RtmpEvent::Media {
@@ -470,9 +541,7 @@ impl Session {
                             MediaKind::Data => TagKind::Script,
                         };
                         if let Err(e) = ingest.push_tag(tag, timestamp_ms, body) {
-                            tracing::warn!(stream = %ingest.key(), error = %e, "publisher sent a frame that cannot be parsed; closing");
-                            ShardMetrics::add(&self.shard.metrics().protocol_errors, 1);
-                            return Step::Close(Disconnect::Error);
+                            return Err(ConnError::BadMedia(e));
                         }
                     }
                 }
@@ -491,16 +560,10 @@ impl Session {
                     self.viewer_gone(Disconnect::PeerClosed);
                     self.role = Role::Idle;
                 }
-                RtmpEvent::Closed(reason) => {
-                    tracing::debug!(peer = ?self.peer, ?reason, "RTMP connection closed by the core");
-                    if let Some(phase) = Timeout::of_rtmp(reason) {
-                        self.shard.metrics().timed_out(phase);
-                    }
-                    return Step::Close(Disconnect::PeerClosed);
-                }
+                RtmpEvent::Closed(reason) => return Err(ConnError::Core(reason)),
             }
         }
-        Step::Continue
+        Ok(None)
     }
 
     /// Apply a decision to the core; a refusal is kept in `failed` for the event loop.
@@ -608,5 +671,36 @@ impl Session {
             }
         }
         self.role = Role::Idle;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_is_counted_and_flushed_as_its_cause_requires() {
+        let io = || EgressError::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        let cases = [
+            (ConnError::PeerClosed, Disconnect::PeerClosed, false),
+            (
+                ConnError::Core(rtmp::CloseReason::IdleTimeout),
+                Disconnect::PeerClosed,
+                true,
+            ),
+            (
+                ConnError::Stalled(EgressError::Stalled(Duration::from_secs(10))),
+                Disconnect::Stalled,
+                false,
+            ),
+            (ConnError::Socket(io()), Disconnect::Error, false),
+            (ConnError::Evicted, Disconnect::Error, true),
+            (ConnError::Kicked, Disconnect::Error, true),
+            (ConnError::Stopping, Disconnect::Error, true),
+        ];
+        for (end, disconnect, flush) in cases {
+            assert_eq!(end.disconnect(), disconnect, "{end}");
+            assert_eq!(end.flush_first(), flush, "{end}");
+        }
     }
 }
