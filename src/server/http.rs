@@ -28,12 +28,75 @@ pub(crate) enum Reply {
     Flv(Box<StreamSubscription>),
 }
 
+/// Why an HTTP connection ended before the client or the protocol closed it. Each is
+/// counted and answered (where HTTP has an answer) by [`finish`].
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("bad request: {0}")]
+    BadRequest(h::HttpError),
+    /// The request head was not complete within `limits.http_head_timeout_ms`;
+    /// `partial`: some of it had arrived (answered 408; an empty one closes quietly).
+    #[error("request head not complete in time")]
+    HeadTimeout { partial: bool },
+    #[error("no new request within the keep-alive timeout")]
+    KeepaliveTimeout,
+    #[error("the server is stopping")]
+    Stopping,
+    #[error("the client closed the connection")]
+    PeerClosed,
+    #[error("socket: {0}")]
+    Socket(std::io::Error),
+}
+
 pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>) {
+    let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
+    if let Err(end) = requests(&mut stream, &shard, stall).await {
+        finish(&mut stream, &shard, peer, end, stall).await;
+    }
+}
+
+/// Log, count and answer the end of a connection.
+async fn finish(
+    stream: &mut TcpStream,
+    shard: &Shard,
+    peer: Option<SocketAddr>,
+    end: ConnError,
+    stall: Duration,
+) {
+    tracing::debug!(?peer, error = %end, "HTTP connection closed");
+    let answer = match end {
+        ConnError::BadRequest(e) => {
+            ShardMetrics::add(&shard.metrics().protocol_errors, 1);
+            Some(e.response())
+        }
+        ConnError::HeadTimeout { partial } => {
+            shard.metrics().timed_out(Timeout::HttpHead);
+            // A connection that sent nothing (a browser's preconnect, a scanner) is
+            // closed quietly; a partial head gets its 408.
+            partial.then(|| Response::error(Status::REQUEST_TIMEOUT))
+        }
+        ConnError::KeepaliveTimeout => {
+            shard.metrics().timed_out(Timeout::HttpKeepalive);
+            None
+        }
+        ConnError::Stopping | ConnError::PeerClosed | ConnError::Socket(_) => None,
+    };
+    if let Some(response) = answer {
+        let _ = write_response(stream, response.close(), None, stall).await;
+    }
+}
+
+/// Serve requests until the connection ends: `Ok` when the exchange closed it
+/// (`Connection: close`, HTTP/1.0, an HTTP-FLV stream's end).
+async fn requests(
+    stream: &mut TcpStream,
+    shard: &Rc<Shard>,
+    stall: Duration,
+) -> Result<(), ConnError> {
     let limits = h::Limits {
         max_head_bytes: shard.config.http.max_request_head_bytes,
         ..h::Limits::default()
     };
-    let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
     // Small: an idle keep-alive connection holds both (a request head rarely exceeds
     // 1 KiB; a larger one takes a few more reads, up to http.max_request_head_bytes).
     let mut buf = BytesMut::with_capacity(1024);
@@ -49,18 +112,11 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
         let mut head_deadline = (first || !buf.is_empty()).then(|| Instant::now() + head_timeout);
         first = false;
         let request = loop {
-            match h::parse_request(&mut buf, &limits) {
-                Ok(Some(r)) => break r,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(peer = ?peer, error = %e, "bad HTTP request");
-                    ShardMetrics::add(&shard.metrics().protocol_errors, 1);
-                    let _ = write_response(&mut stream, e.response().close(), None, stall).await;
-                    return;
-                }
+            if let Some(r) = h::parse_request(&mut buf, &limits).map_err(ConnError::BadRequest)? {
+                break r;
             }
             if shard.stopping.is_fired() {
-                return;
+                return Err(ConnError::Stopping);
             }
             let wait = match head_deadline {
                 Some(at) => at.saturating_duration_since(Instant::now()),
@@ -79,24 +135,15 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
                 None
             };
             match rt::or(read, stop).await {
-                Some(Ok(0)) | Some(Err(_)) => return,
-                None if head_deadline.is_some() && !shard.stopping.is_fired() => {
-                    tracing::debug!(peer = ?peer, "HTTP request head not complete in time");
-                    shard.metrics().timed_out(Timeout::HttpHead);
-                    // A connection that sent nothing (a browser's preconnect, a scanner)
-                    // is closed quietly, as before; a partial head gets its 408.
-                    if !buf.is_empty() {
-                        let timeout = Response::error(Status::REQUEST_TIMEOUT).close();
-                        let _ = write_response(&mut stream, timeout, None, stall).await;
-                    }
-                    return;
+                Some(Ok(0)) => return Err(ConnError::PeerClosed),
+                Some(Err(e)) => return Err(ConnError::Socket(e)),
+                None if shard.stopping.is_fired() => return Err(ConnError::Stopping),
+                None if head_deadline.is_some() => {
+                    return Err(ConnError::HeadTimeout {
+                        partial: !buf.is_empty(),
+                    })
                 }
-                None => {
-                    if !shard.stopping.is_fired() {
-                        shard.metrics().timed_out(Timeout::HttpKeepalive);
-                    }
-                    return;
-                }
+                None => return Err(ConnError::KeepaliveTimeout),
                 Some(Ok(n)) => {
                     ShardMetrics::add(&shard.metrics().bytes_in, n as u64);
                     buf.extend_from_slice(&scratch[..n]);
@@ -105,24 +152,21 @@ pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Sh
             }
         };
         ShardMetrics::add(&shard.metrics().http_requests, 1);
-        let reply = route(&request, &shard).await;
-        match reply {
+        match route(&request, shard).await {
             Reply::Done(response) => {
-                let keep = match write_response(&mut stream, response, Some(&request), stall).await
-                {
-                    Ok(keep) => keep,
-                    Err(e) => {
-                        tracing::debug!(peer = ?peer, error = %e, "HTTP client gone");
-                        return;
-                    }
-                };
-                if !keep || shard.stopping.is_fired() {
-                    return;
+                let keep = write_response(stream, response, Some(&request), stall)
+                    .await
+                    .map_err(ConnError::Socket)?;
+                if !keep {
+                    return Ok(());
+                }
+                if shard.stopping.is_fired() {
+                    return Err(ConnError::Stopping);
                 }
             }
             Reply::Flv(sub) => {
-                serve_flv(&mut stream, &request, *sub, &shard, stall).await;
-                return;
+                serve_flv(stream, &request, *sub, shard, stall).await;
+                return Ok(());
             }
         }
     }
