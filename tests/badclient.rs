@@ -262,7 +262,7 @@ fn global_limit_refuses_everyone_beyond_it_and_recovers() {
 fn slowloris_heads_are_cut_off_at_the_head_timeout() {
     let _serial = serial();
     const HEAD: Duration = Duration::from_secs(3);
-    const CONNS: usize = 200;
+    const CONNS: usize = 1000;
     // Admission off: this is about the head timeout alone.
     let server = start(
         "bad-slowloris",
@@ -271,7 +271,7 @@ fn slowloris_heads_are_cut_off_at_the_head_timeout() {
     let (publisher, baseline) = with_publisher(&server, 30);
     let healthy = Healthy::start(&server, "live/ok", Duration::from_secs(8), Probe::Fresh);
 
-    // 200 connections from 4 IPs, each sending one byte of a request head every 2 s.
+    // 1,000 connections from 4 IPs, each sending one byte of a request head every 2 s.
     let wire = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
     struct Slow {
         sock: TcpStream,
