@@ -115,7 +115,7 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
         window_ack_size: shard.config.rtmp.ack_window_bytes,
         decoder: rtmp::chunk::ChunkDecoderConfig {
             max_message_size: shard.config.rtmp.max_message_bytes as usize,
-            ..defaults.decoder.clone()
+            ..defaults.decoder
         },
         idle_timeout: Duration::from_millis(shard.config.streams.idle_timeout_ms.max(1000)),
         handshake_timeout: Duration::from_millis(shard.config.limits.rtmp_handshake_timeout_ms),
@@ -458,7 +458,7 @@ impl Session {
                 RtmpEvent::Transmit(b) => self.out.push(b),
                 RtmpEvent::ConnectRequested { app, .. } => {
                     let apps = &self.shard.config.rtmp.apps;
-                    if apps.is_empty() || apps.iter().any(|a| *a == app) {
+                    if apps.is_empty() || apps.contains(&app) {
                         if let Err(e) = self.conn.accept_connect() {
                             return Err(ConnError::Decision {
                                 what: "connect accept",
@@ -496,9 +496,8 @@ impl Session {
                         }
                         continue;
                     };
-                    match self.start_publish(&key) {
-                        Ok(Some(owner)) => return Ok(Some((owner, key))),
-                        Ok(None) | Err(()) => {}
+                    if let Ok(Some(owner)) = self.start_publish(&key) {
+                        return Ok(Some((owner, key)));
                     }
                     if let Some(e) = self.failed.take() {
                         return Err(ConnError::Decision {
