@@ -64,3 +64,33 @@ pub(crate) fn corpus(dir: &str) -> Vec<CorpusFile> {
     out
 }
 
+/// Keeps the seed file `testdata/<dir>/<name>` equal to `bytes`, which a test builds:
+/// `UPDATE_SEEDS=1 cargo test -p shardcast-proto` writes it, otherwise a stale or
+/// missing file fails.
+pub(crate) fn check_seed_file(dir: &str, name: &str, bytes: &[u8]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(dir)
+        .join(name);
+    if std::env::var_os("UPDATE_SEEDS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("a parent dir")).expect("writable testdata");
+        std::fs::write(&path, bytes).expect("writable seed file");
+    }
+    let stored = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_SEEDS=1", path.display()));
+    assert!(
+        stored == bytes,
+        "{} is stale; run with UPDATE_SEEDS=1",
+        path.display()
+    );
+}
+
+/// Runs `check` on every file of the fuzz corpus `testdata/<dir>` and returns how many
+/// there were.
+pub(crate) fn replay_corpus(dir: &str, mut check: impl FnMut(&[u8])) -> usize {
+    let files = corpus(dir);
+    for f in &files {
+        check(&f.data);
+    }
+    files.len()
+}
