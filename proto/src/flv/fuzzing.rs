@@ -69,20 +69,21 @@ fn read(chunks: &[&[u8]]) -> ReadOutcome {
 mod tests {
     use super::*;
 
+    /// The hand-made seeds of `testdata/flv/corpus/<dir>` (grown inputs are replayed
+    /// by `fuzz_corpora_replay`).
     fn seeds(dir: &str) -> Vec<(String, Vec<u8>)> {
-        let path = format!(
-            "{}/../testdata/flv/corpus/{dir}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut out: Vec<_> = std::fs::read_dir(&path)
-            .unwrap_or_else(|e| panic!("seed corpus {path}: {e}"))
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                (path.display().to_string(), std::fs::read(&path).unwrap())
-            })
-            .collect();
-        out.sort();
-        out
+        crate::testkit::corpus(&format!("flv/corpus/{dir}"))
+            .into_iter()
+            .filter(|f| !f.grown)
+            .map(|f| (format!("{dir}/{}", f.name), f.data))
+            .collect()
+    }
+
+    /// Every file of both corpora, grown ones included, through its target.
+    #[test]
+    fn fuzz_corpora_replay() {
+        assert!(crate::testkit::replay_corpus("flv/corpus/flv_tag", flv_tag) >= 10);
+        assert!(crate::testkit::replay_corpus("flv/corpus/flv_reader", flv_reader) >= 2);
     }
 
     #[test]
@@ -120,6 +121,7 @@ mod tests {
         .unwrap();
         let mut seed = vec![0x01, 0x00];
         seed.extend_from_slice(&file[..600]);
+        crate::testkit::check_seed_file("flv/corpus/flv_reader", "hevc-600", &seed);
         crate::testkit::for_each_mutation(&seed, 3_000, flv_reader);
     }
 
@@ -136,6 +138,10 @@ mod tests {
                 data.extend_from_slice(&file);
                 flv_reader(&data);
             }
+            // the fuzz seed: split at the first tag, cut to the fuzzer's 8 KiB max_len
+            let mut seed = 13u16.to_be_bytes().to_vec();
+            seed.extend_from_slice(&file[..file.len().min(8190)]);
+            crate::testkit::check_seed_file("flv/corpus/flv_reader", name, &seed);
         }
     }
 }

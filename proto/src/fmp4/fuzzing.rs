@@ -74,11 +74,20 @@ mod tests {
                 seed.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
             }
         }
+        crate::testkit::check_seed_file("fmp4/corpus/fmp4_mux", "generated-30-frames", &seed);
         fmp4_mux(&seed);
         let mut mux = Fmp4Muxer::new();
         let mut chunks = 0;
         drive_muxer(&mut mux, &seed, |_| chunks += 1);
         assert_eq!(chunks, 6, "3 init segments and 3 fragments");
         crate::testkit::for_each_mutation(&seed, 300, fmp4_mux);
+    }
+
+    /// The fuzz corpora, minimised: what the fuzzer grew from the golden files (reader)
+    /// and from the generated call sequence above (muxer).
+    #[test]
+    fn fuzz_corpora_replay() {
+        assert!(crate::testkit::replay_corpus("fmp4/corpus/fmp4_reader", fmp4_reader) > 0);
+        assert!(crate::testkit::replay_corpus("fmp4/corpus/fmp4_mux", fmp4_mux) > 0);
     }
 }

@@ -274,6 +274,19 @@ mod tests {
             // 330 ms and a final 33 ms) plus 4 of the segment in progress, each its own update.
             let expected = if variant == 0 { 32 } else { 32 * 7 + 4 };
             assert_eq!(packager(&data), expected);
+            let name = ["clean-ts", "clean-ll"][usize::from(variant)];
+            crate::testkit::check_seed_file("hls/corpus/hls_packager", name, &data);
         }
+    }
+
+    /// The fuzz corpora, minimised: what the fuzzer grew from the golden playlists
+    /// (`hls_playlist`) and from the clean streams above (`hls_packager`).
+    #[test]
+    fn fuzz_corpora_replay() {
+        assert!(crate::testkit::replay_corpus("hls/corpus/hls_playlist", playlist) > 0);
+        let n = crate::testkit::replay_corpus("hls/corpus/hls_packager", |d| {
+            packager(d);
+        });
+        assert!(n >= 2);
     }
 }

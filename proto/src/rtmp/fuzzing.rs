@@ -7,11 +7,17 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use std::time::Duration;
+
 use super::amf0;
 use super::amf3;
-use super::chunk::ChunkDecoder;
+use super::chunk::{ChunkDecoder, ChunkDecoderConfig};
 use super::handshake::HANDSHAKE_SIZE;
-use super::{RtmpEvent, RtmpServerConfig, RtmpServerConn};
+use super::message::{Message, PublishType};
+use super::{
+    ClientMode, RtmpClientConfig, RtmpClientConn, RtmpClientEvent, RtmpError, RtmpEvent,
+    RtmpServerConfig, RtmpServerConn, DEFAULT_CHUNK_SIZE, OUTGOING_CHUNK_SIZE,
+};
 
 /// Feeds `data` as a chunk stream to a bare decoder, then, after a simple handshake, to
 /// a whole server connection that accepts every request.
@@ -48,6 +54,271 @@ pub fn fuzz_chunk_stream(data: &[u8]) {
                 return;
             }
         }
+    }
+}
+
+/// Structure-aware: a well-behaved client ([`RtmpClientConn`]) does the handshake
+/// (C0/C1/C2), connect, createStream and publish or play against a fresh
+/// [`RtmpServerConn`]; then `data[2..]` follows as that client's chunk stream, so the
+/// fuzzer starts past the handshake with chunk stream and session state in place.
+///
+/// `data[0]` picks the prelude: bit 0 digest handshake, bit 1 play (else publish), bit 2
+/// the client sends with chunk size 128 (else 4096), bit 3 small decoder and backlog
+/// limits (so they are reached), bits 4-5 how the driver answers later requests (accept,
+/// reject, alternate, reject connect too). `data[1]` seeds how the bytes are split into
+/// reads and how far the clock moves between them (bit 7: far enough for the idle
+/// timeout).
+///
+/// Checked besides "no panic": everything the server transmits is whole chunks of
+/// messages that decode and parse; a driver that answers each request as it is polled
+/// never gets `InvalidState`; nothing follows `Closed` or an error.
+pub fn fuzz_server_session(data: &[u8]) {
+    let [flags, timing, chunks @ ..] = data else {
+        return;
+    };
+    let (flags, timing) = (*flags, *timing);
+    let mut config = RtmpServerConfig::default();
+    if flags & 8 != 0 {
+        config.decoder = ChunkDecoderConfig {
+            max_message_size: 4096,
+            max_chunk_streams: 4,
+            max_buffered_bytes: 8192,
+        };
+        config.max_backlog_bytes = 1024;
+    }
+    let mode = if flags & 2 != 0 {
+        ClientMode::Play {
+            name: "cam?key=1".into(),
+        }
+    } else {
+        ClientMode::Publish {
+            name: "cam?key=1".into(),
+            publish_type: PublishType::Live,
+        }
+    };
+    let mut client_config = RtmpClientConfig::new("rtmp://127.0.0.1/live", "live", mode);
+    client_config.digest_handshake = flags & 1 != 0;
+    client_config.chunk_size = if flags & 4 != 0 {
+        DEFAULT_CHUNK_SIZE
+    } else {
+        OUTGOING_CHUNK_SIZE
+    };
+
+    let mut driver = ServerDriver {
+        server: RtmpServerConn::new(config),
+        now: Instant::now(),
+        policy: (flags >> 4) & 3,
+        decisions: 0,
+        closed: false,
+        out: ChunkDecoder::default(),
+        out_started: false,
+    };
+    driver.server.handle_timeout(driver.now);
+    let mut client = RtmpClientConn::new(client_config);
+    prelude(&mut driver, &mut client);
+    if driver.closed {
+        return;
+    }
+    // From here on the output is checked; all of it uses the server's chunk size.
+    driver.out_started = true;
+    driver
+        .out
+        .set_chunk_size(driver.server.chunk_size())
+        .expect("the server's chunk size is valid");
+
+    // splitmix64: every output bit depends on `timing` from the first call on
+    let mut state = u64::from(timing);
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut input = chunks;
+    while !input.is_empty() {
+        let r = next();
+        let n = match r % 4 {
+            0 => input.len(),
+            1 => 1 + (r >> 8) as usize % 16,
+            _ => 1 + (r >> 8) as usize % 700,
+        };
+        let (piece, rest) = input.split_at(n.min(input.len()));
+        input = rest;
+        driver.now += match (r >> 24) % 8 {
+            0 => Duration::from_secs(1),
+            1 => Duration::from_secs(21), // past the ping interval
+            2 if timing & 0x80 != 0 => Duration::from_secs(61), // past the idle timeout
+            _ => Duration::ZERO,
+        };
+        if driver
+            .server
+            .poll_timeout()
+            .is_some_and(|t| t <= driver.now)
+        {
+            driver.server.handle_timeout(driver.now);
+            driver.drain();
+        }
+        match (r >> 32) % 16 {
+            0 => driver.server.publish_ended(),
+            1 => driver.server.publish_started(),
+            2 if driver.server.is_playing() => driver.server.record_media_sent(n * 1000),
+            _ => {}
+        }
+        driver.drain();
+        driver.feed(piece);
+    }
+    driver.now += Duration::from_secs(61);
+    driver.server.handle_timeout(driver.now);
+    driver.drain();
+    assert!(
+        driver.closed,
+        "the idle timeout closes a connection that sent nothing for 61 s"
+    );
+}
+
+/// Pumps bytes between `client` and the server until both are quiet; the driver accepts
+/// every request, so the client ends up publishing or playing.
+fn prelude(driver: &mut ServerDriver, client: &mut RtmpClientConn) {
+    loop {
+        let mut moved = false;
+        while let Some(ev) = client.poll_event() {
+            if let RtmpClientEvent::Transmit(b) = ev {
+                moved = true;
+                if driver.server.handle_bytes(driver.now, &b).is_err() {
+                    panic!("the server refused a well-behaved client");
+                }
+            }
+        }
+        while let Some(ev) = driver.server.poll_event() {
+            match ev {
+                RtmpEvent::Transmit(b) => {
+                    moved = true;
+                    client
+                        .handle_bytes(driver.now, &b)
+                        .expect("the client understands the server");
+                }
+                RtmpEvent::ConnectRequested { .. } => driver.server.accept_connect().unwrap(),
+                RtmpEvent::PublishRequested { .. } => driver.server.accept_publish().unwrap(),
+                RtmpEvent::PlayRequested { .. } => driver.server.accept_play().unwrap(),
+                RtmpEvent::Closed(reason) => panic!("closed during the prelude: {reason:?}"),
+                _ => {}
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(
+        client.is_publishing() || client.is_playing(),
+        "the prelude reaches publish or play"
+    );
+}
+
+/// The driver side of a fuzzed server connection (see [`fuzz_server_session`]).
+struct ServerDriver {
+    server: RtmpServerConn,
+    now: Instant,
+    policy: u8,
+    decisions: u32,
+    /// `Closed` was polled or `handle_bytes` failed: nothing may follow.
+    closed: bool,
+    /// Decodes what the server transmits.
+    out: ChunkDecoder,
+    out_started: bool,
+}
+
+impl ServerDriver {
+    fn feed(&mut self, bytes: &[u8]) {
+        let result = self.server.handle_bytes(self.now, bytes);
+        let was_closed = self.closed;
+        self.drain_after(was_closed);
+        if result.is_err() {
+            self.closed = true;
+            // closed from then on: more input is ignored and produces nothing
+            self.server
+                .handle_bytes(self.now, bytes)
+                .expect("a closed connection ignores input");
+            self.server
+                .handle_timeout(self.now + Duration::from_secs(3600));
+            assert_eq!(self.server.poll_event(), None, "events after an error");
+            assert_eq!(self.server.poll_timeout(), None, "a timer after an error");
+        }
+    }
+
+    fn drain(&mut self) {
+        let was_closed = self.closed;
+        self.drain_after(was_closed);
+    }
+
+    fn drain_after(&mut self, was_closed: bool) {
+        while let Some(ev) = self.server.poll_event() {
+            assert!(!was_closed, "{ev:?} after the connection closed");
+            self.decisions += 1;
+            let accept = match self.policy {
+                0 => true,
+                1 => false,
+                _ => self.decisions % 2 == 0,
+            };
+            let decided = match ev {
+                RtmpEvent::Transmit(b) => {
+                    self.check_output(&b);
+                    Ok(())
+                }
+                RtmpEvent::Closed(_) => {
+                    self.closed = true;
+                    Ok(())
+                }
+                RtmpEvent::ConnectRequested { .. } if accept || self.policy != 3 => {
+                    self.server.accept_connect()
+                }
+                RtmpEvent::ConnectRequested { .. } => self.server.reject_connect("fuzz"),
+                RtmpEvent::PublishRequested { .. } if accept => self.server.accept_publish(),
+                RtmpEvent::PublishRequested { .. } => self
+                    .server
+                    .reject_publish("NetStream.Publish.BadName", "fuzz"),
+                RtmpEvent::PlayRequested { .. } if accept => self.server.accept_play(),
+                RtmpEvent::PlayRequested { .. } => self
+                    .server
+                    .reject_play("NetStream.Play.StreamNotFound", "fuzz"),
+                _ => Ok(()),
+            };
+            match decided {
+                Err(e @ RtmpError::InvalidState { .. }) => {
+                    panic!("a decision taken as its request was polled failed: {e}")
+                }
+                // resuming hit a protocol error: the connection is closed
+                Err(_) => self.closed = true,
+                Ok(()) => {}
+            }
+        }
+    }
+
+    /// Every `Transmit` is whole chunks of whole messages that parse.
+    fn check_output(&mut self, bytes: &[u8]) {
+        if !self.out_started {
+            return;
+        }
+        let mut input = bytes;
+        while !input.is_empty() {
+            let (used, msg) = self
+                .out
+                .decode_chunk(input)
+                .expect("the server's output decodes")
+                .expect("a Transmit holds whole chunks");
+            input = &input[used..];
+            if let Some(msg) = msg {
+                let parsed = Message::parse(msg).expect("the server's messages parse");
+                if let Message::SetChunkSize(size) = parsed {
+                    self.out.set_chunk_size(size).expect("a valid chunk size");
+                }
+            }
+        }
+        assert_eq!(
+            self.out.buffered_bytes(),
+            0,
+            "a Transmit ends on a message boundary"
+        );
     }
 }
 
@@ -108,17 +379,21 @@ mod tests {
             .join(target)
     }
 
-    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = corpus_dir(target);
-        let mut out: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| {
-                let path = e.unwrap().path();
-                (path.display().to_string(), std::fs::read(&path).unwrap())
-            })
-            .collect();
-        out.sort();
-        out
+    /// The hand-made seeds of `target` (checked to be valid inputs), and the grown
+    /// inputs `cargo fuzz cmin` kept (only replayed).
+    type Named = Vec<(String, Vec<u8>)>;
+
+    fn seeds(target: &str) -> (Named, Vec<Vec<u8>>) {
+        let mut seeds = Vec::new();
+        let mut grown = Vec::new();
+        for f in crate::testkit::corpus(&format!("rtmp/corpus/{target}")) {
+            if f.grown {
+                grown.push(f.data);
+            } else {
+                seeds.push((format!("{target}/{}", f.name), f.data));
+            }
+        }
+        (seeds, grown)
     }
 
     /// The seed files, built with our encoders (and from the ffmpeg capture).
@@ -249,7 +524,8 @@ mod tests {
         }
         let deep_connect = serialize_message(3, 20, 0, 0, &deep, 128).unwrap().to_vec();
 
-        vec![
+        let server = server_seeds();
+        let mut seeds = vec![
             ("rtmp_chunk", "long-names", long_names),
             ("rtmp_chunk", "long-app", long_app),
             ("rtmp_chunk", "deep-amf-connect", deep_connect),
@@ -266,6 +542,200 @@ mod tests {
             ("amf3", "object-and-reference", object3),
             ("amf3", "traits-reference", traits3),
             ("amf3", "array-bytes-xml", array3),
+        ];
+        seeds.extend(
+            server
+                .into_iter()
+                .map(|(name, bytes)| ("rtmp_server", name, bytes)),
+        );
+        seeds
+    }
+
+    /// A chunk with a type 1 (`fmt` 1: delta, length, type) or type 2 (`fmt` 2: delta)
+    /// header, or a type 3 one (no fields), carrying a whole small message.
+    fn short_chunk(fmt: u8, csid: u8, delta: u32, type_id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![fmt << 6 | csid];
+        if fmt <= 2 {
+            out.extend_from_slice(&delta.to_be_bytes()[1..]);
+        }
+        if fmt == 1 {
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+            out.push(type_id);
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Seeds of `rtmp_server`: `[prelude flags, timing]` and what the client sends after
+    /// its publish or play (see `fuzz_server_session`).
+    fn server_seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let cmd = |sid: u32, v: &[Amf0Value], cs: u32| message::command(sid, v, cs).to_vec();
+        let call = |name: &str, txn: f64, args: &[Amf0Value]| {
+            let mut v = vec![Amf0Value::from(name), txn.into(), Amf0Value::Null];
+            v.extend_from_slice(args);
+            v
+        };
+        let msg = |csid, type_id, sid, ts, body: &[u8], cs| {
+            serialize_message(csid, type_id, sid, ts, body, cs)
+                .unwrap()
+                .to_vec()
+        };
+
+        // publisher, 4096-byte chunks: metadata, AAC and AVC with every header type,
+        // control messages, then a polite stop
+        let cs = OUTGOING_CHUNK_SIZE;
+        let mut publish = vec![0x00, 0x00];
+        let meta = amf0::encode_all(&[
+            "@setDataFrame".into(),
+            "onMetaData".into(),
+            Amf0Value::EcmaArray(vec![("width".into(), 320.0.into())]),
+        ])
+        .unwrap();
+        publish.extend(msg(4, message::DATA_AMF0, 1, 0, &meta, cs));
+        publish.extend(msg(
+            6,
+            message::VIDEO,
+            1,
+            0,
+            &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff],
+            cs,
+        ));
+        publish.extend(msg(4, message::AUDIO, 1, 0, &[0xaf, 0, 0x12, 0x10], cs));
+        publish.extend(msg(
+            6,
+            message::VIDEO,
+            1,
+            0,
+            &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65],
+            cs,
+        ));
+        for i in 0..3u8 {
+            publish.extend(short_chunk(
+                1,
+                6,
+                33,
+                message::VIDEO,
+                &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, i],
+            ));
+            publish.extend(short_chunk(2, 4, 23, 0, &[0xaf, 1, i, i]));
+        }
+        publish.extend(short_chunk(3, 4, 0, 0, &[0xaf, 1, 7, 7]));
+        publish.extend(msg(
+            6,
+            message::VIDEO,
+            1,
+            0x00ff_ffff,
+            &[0x17, 1, 0, 0, 0],
+            cs,
+        ));
+        publish.extend(message::acknowledgement(5000).to_vec());
+        publish.extend(message::window_ack_size(1 << 20).to_vec());
+        publish.extend(message::user_control(UserControl::PingResponse { timestamp: 7 }).to_vec());
+        publish.extend(cmd(0, &call("FCUnpublish", 5.0, &["cam".into()]), cs));
+        publish.extend(cmd(0, &call("deleteStream", 6.0, &[1.0.into()]), cs));
+
+        // player: audio/video switches, buffer length, a second play, stream commands
+        let mut play = vec![0x02, 0x01];
+        play.extend(
+            message::user_control(UserControl::SetBufferLength {
+                stream_id: 1,
+                buffer_ms: 3000,
+            })
+            .to_vec(),
+        );
+        play.extend(cmd(1, &call("receiveAudio", 0.0, &[false.into()]), cs));
+        play.extend(cmd(1, &call("receiveVideo", 0.0, &[true.into()]), cs));
+        play.extend(message::acknowledgement(3073).to_vec());
+        play.extend(cmd(0, &call("getStreamLength", 7.0, &["cam".into()]), cs));
+        play.extend(cmd(
+            1,
+            &call("play", 8.0, &["other".into(), (-1000.0).into()]),
+            cs,
+        ));
+        play.extend(cmd(1, &call("closeStream", 0.0, &[]), cs));
+        play.extend(cmd(
+            1,
+            &call(
+                "play",
+                9.0,
+                &["again?x=1".into(), 0.0.into(), 5.0.into(), false.into()],
+            ),
+            cs,
+        ));
+        play.extend(cmd(0, &call("pause", 10.0, &[true.into()]), cs));
+        play.extend(cmd(0, &call("deleteStream", 11.0, &[1.0.into()]), cs));
+
+        // 128-byte chunks, digest handshake, small limits, alternating answers: chunk
+        // size changes, stream churn, bad requests, an aggregate, an abort, and at the
+        // end a message over the 4096-byte limit
+        let mut edges = vec![0x2d, 0x80];
+        edges.extend(message::set_chunk_size(1).to_vec());
+        edges.extend(msg(
+            3,
+            message::COMMAND_AMF0,
+            0,
+            0,
+            &amf0::encode_all(&call("createStream", 2.0, &[])).unwrap(),
+            1,
+        ));
+        edges.extend(msg(
+            2,
+            message::SET_CHUNK_SIZE,
+            0,
+            0,
+            &300u32.to_be_bytes(),
+            1,
+        ));
+        for txn in 3..12 {
+            edges.extend(cmd(0, &call("createStream", f64::from(txn), &[]), 300));
+        }
+        edges.extend(cmd(2, &call("publish", 13.0, &["".into()]), 300));
+        edges.extend(cmd(0, &call("FCUnpublish", 14.0, &["cam".into()]), 300));
+        edges.extend(cmd(
+            2,
+            &call("publish", 14.0, &["two".into(), "record".into()]),
+            300,
+        ));
+        edges.extend(cmd(
+            0,
+            &[
+                "connect".into(),
+                15.0.into(),
+                Amf0Value::object([("app", "x".into())]),
+            ],
+            300,
+        ));
+        edges.extend(cmd(0, &call("noSuchMethod", 16.0, &[]), 300));
+        let mut aggregate = Vec::new();
+        for (i, body) in [&[0xaf, 1, 1][..], &[0x27, 1, 0, 0, 0, 2]]
+            .iter()
+            .enumerate()
+        {
+            let type_id = [message::AUDIO, message::VIDEO][i];
+            aggregate.push(type_id);
+            aggregate.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+            aggregate.extend_from_slice(&[0, 0, 40 + i as u8, 0, 0, 0, 1]);
+            aggregate.extend_from_slice(body);
+            aggregate.extend_from_slice(&(11 + body.len() as u32).to_be_bytes());
+        }
+        edges.extend(msg(4, message::AGGREGATE, 1, 40, &aggregate, 300));
+        edges.extend(message::user_control(UserControl::PingRequest { timestamp: 9 }).to_vec());
+        // the first chunk of a message, then Abort for its chunk stream
+        let half = msg(4, message::VIDEO, 1, 0, &[0x17; 600], 300);
+        edges.extend_from_slice(&half[..12 + 300]);
+        edges.extend(msg(2, message::ABORT, 0, 0, &4u32.to_be_bytes(), 300));
+        edges.extend(msg(4, message::VIDEO, 1, 0, &[0x27; 5000], 300));
+
+        vec![
+            ("publish-media", publish),
+            ("play-commands", play),
+            ("edges-small-limits", edges),
+            // the capture again after the prelude: "already connected" and more streams
+            ("ffmpeg-capture-replayed", {
+                let mut v = vec![0x04, 0x41];
+                v.extend_from_slice(&CAPTURE[1 + 2 * HANDSHAKE_SIZE..]);
+                v
+            }),
         ]
     }
 
@@ -291,8 +761,11 @@ mod tests {
 
     #[test]
     fn every_seed_runs_through_the_fuzz_entry_points() {
-        let chunk = seeds("rtmp_chunk");
+        let (chunk, grown) = seeds("rtmp_chunk");
         assert!(chunk.len() >= 3);
+        for data in &grown {
+            fuzz_chunk_stream(data);
+        }
         for (name, data) in &chunk {
             // each chunk seed is a valid stream: the decoder consumes all of it
             let mut d = ChunkDecoder::default();
@@ -319,13 +792,135 @@ mod tests {
             ),
             ("amf3", fuzz_amf3, |d: &[u8]| amf3::decode_all(d).is_ok()),
         ] {
-            let files = seeds(target);
+            let (files, grown) = seeds(target);
             assert!(files.len() >= 3, "{target}");
             for (name, data) in &files {
                 assert!(decode_ok(data), "{name} does not decode");
                 run(data);
             }
+            for data in &grown {
+                run(data);
+            }
         }
+        let (server, grown) = seeds("rtmp_server");
+        assert!(server.len() >= 4, "rtmp_server seeds");
+        for data in server.iter().map(|(_, d)| d).chain(&grown) {
+            fuzz_server_session(data);
+        }
+    }
+
+    /// Each `rtmp_server` seed gets past the prelude and has the server do what it
+    /// was written for, so the fuzzer starts from meaningful sessions.
+    #[test]
+    fn server_seeds_reach_what_they_were_written_for() {
+        let (seeds, _) = seeds("rtmp_server");
+        for (name, data) in &seeds {
+            let events = server_events(data);
+            let has = |what: &str| events.iter().any(|e| e.contains(what));
+            let expect: &[&str] = match name.rsplit('/').next().unwrap() {
+                "publish-media" => &[
+                    "Media { kind: Video",
+                    "Media { kind: Audio",
+                    "Media { kind: Data",
+                    "Unpublished",
+                ],
+                "play-commands" => &[
+                    "ReceiveAudio(false)",
+                    "ReceiveVideo(true)",
+                    "PlayStopped",
+                    "PlayRequested",
+                ],
+                "edges-small-limits" => &[
+                    "Unpublished",
+                    "PublishRequested",
+                    "error: message of 5000 bytes",
+                ],
+                "ffmpeg-capture-replayed" => &["Media { kind: Video"],
+                other => panic!("no expectation for seed {other}"),
+            };
+            for what in expect {
+                assert!(has(what), "{name}: no {what} in {events:#?}");
+            }
+        }
+    }
+
+    /// The events a session seed produces after the prelude (accepting everything),
+    /// as Debug strings, and the error that ended it, if any.
+    fn server_events(data: &[u8]) -> Vec<String> {
+        let [flags, _, chunks @ ..] = data else {
+            panic!("a seed has two header bytes")
+        };
+        let mut seed = vec![*flags & 0x0f, 0];
+        seed.extend_from_slice(chunks);
+        fuzz_server_session(&seed);
+        let mut config = RtmpServerConfig::default();
+        if flags & 8 != 0 {
+            config.decoder = ChunkDecoderConfig {
+                max_message_size: 4096,
+                max_chunk_streams: 4,
+                max_buffered_bytes: 8192,
+            };
+            config.max_backlog_bytes = 1024;
+        }
+        let mode = if flags & 2 != 0 {
+            ClientMode::Play {
+                name: "cam?key=1".into(),
+            }
+        } else {
+            ClientMode::Publish {
+                name: "cam?key=1".into(),
+                publish_type: PublishType::Live,
+            }
+        };
+        let mut client_config = RtmpClientConfig::new("rtmp://127.0.0.1/live", "live", mode);
+        client_config.digest_handshake = flags & 1 != 0;
+        client_config.chunk_size = if flags & 4 != 0 {
+            DEFAULT_CHUNK_SIZE
+        } else {
+            OUTGOING_CHUNK_SIZE
+        };
+        let mut driver = ServerDriver {
+            server: RtmpServerConn::new(config),
+            now: Instant::now(),
+            policy: 0,
+            decisions: 0,
+            closed: false,
+            out: ChunkDecoder::default(),
+            out_started: false,
+        };
+        prelude(&mut driver, &mut RtmpClientConn::new(client_config));
+        let mut events = Vec::new();
+        let mut result = Ok(());
+        // reads of 200 bytes, answered at once: below the small backlog limit
+        let mut reads = chunks.chunks(200);
+        loop {
+            let Some(ev) = driver.server.poll_event() else {
+                match reads.next() {
+                    Some(read) if result.is_ok() => {
+                        result = driver.server.handle_bytes(driver.now, read);
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
+            let decided = match &ev {
+                RtmpEvent::Transmit(_) => Ok(()),
+                RtmpEvent::ConnectRequested { .. } => driver.server.accept_connect(),
+                RtmpEvent::PublishRequested { .. } => driver.server.accept_publish(),
+                RtmpEvent::PlayRequested { .. } => driver.server.accept_play(),
+                _ => Ok(()),
+            };
+            if !matches!(ev, RtmpEvent::Transmit(_)) {
+                events.push(format!("{ev:?}"));
+            }
+            if decided.is_err() {
+                result = decided;
+            }
+        }
+        if let Err(e) = result {
+            events.push(format!("error: {e}"));
+        }
+        events
     }
 
     #[test]
@@ -336,6 +931,7 @@ mod tests {
             for end in (0..data.len()).step_by(step) {
                 match target {
                     "rtmp_chunk" => fuzz_chunk_stream(&data[..end]),
+                    "rtmp_server" => fuzz_server_session(&data[..end]),
                     "amf0" => fuzz_amf0(&data[..end]),
                     _ => fuzz_amf3(&data[..end]),
                 }

@@ -936,6 +936,9 @@ impl RtmpServerConn {
     /// and StreamEOF. The play stays active, so a returning publisher can resume it
     /// with [`Self::publish_started`].
     pub fn publish_ended(&mut self) {
+        if self.phase == Phase::Closed {
+            return; // nothing follows `Closed` or an error
+        }
         if let Some(id) = self.playing {
             self.status(
                 id,
@@ -952,6 +955,9 @@ impl RtmpServerConn {
     /// Tells a waiting player that a publisher (re)started: StreamBegin and
     /// `NetStream.Play.PublishNotify`.
     pub fn publish_started(&mut self) {
+        if self.phase == Phase::Closed {
+            return;
+        }
         if let Some(id) = self.playing {
             self.transmit(message::user_control(UserControl::StreamBegin {
                 stream_id: id,
@@ -1223,6 +1229,29 @@ mod tests {
         p.client.stop();
         p.pump();
         assert_eq!(p.server_events.last(), Some(&RtmpEvent::PlayStopped));
+    }
+
+    /// Found by the `rtmp_server` fuzz target: a player whose connection had failed
+    /// (or timed out) still got `UnpublishNotify`/`PublishNotify` when the driver
+    /// reported the publisher going or coming, so events followed `Closed`.
+    #[test]
+    fn nothing_follows_close_when_the_publisher_comes_or_goes() {
+        let mode = ClientMode::Play { name: "cam".into() };
+        // a protocol error (unknown message type 0x55), then an idle timeout
+        for error in [true, false] {
+            let mut p = Pair::new(mode.clone(), false, Answer::Accept);
+            assert!(p.server.is_playing());
+            if error {
+                let garbage = [0x03, 0, 0, 0, 0, 0, 4, 0x55, 0, 0, 0, 0, 1, 2, 3, 4];
+                assert!(p.server.handle_bytes(p.now, &garbage).is_err());
+            } else {
+                p.server.handle_timeout(p.now + Duration::from_secs(3600));
+            }
+            while p.server.poll_event().is_some() {}
+            p.server.publish_ended();
+            p.server.publish_started();
+            assert_eq!(p.server.poll_event(), None);
+        }
     }
 
     #[test]

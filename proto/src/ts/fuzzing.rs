@@ -135,6 +135,7 @@ mod tests {
                 seed.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
             }
         }
+        crate::testkit::check_seed_file("ts/corpus/ts_mux", "generated-40-frames", &seed);
         ts_mux(&seed);
         // The seed itself is a meaningful stream: 40 video and 40 audio frames.
         let mut all = Vec::new();
@@ -143,5 +144,13 @@ mod tests {
         assert_eq!(ts.pes_of(crate::ts::muxer::VIDEO_PID).count(), 40);
         assert!(ts.pes_of(crate::ts::muxer::AUDIO_PID).count() > 0);
         crate::testkit::for_each_mutation(&seed, 300, ts_mux);
+    }
+
+    /// The fuzz corpora, minimised: what the fuzzer grew from the seeds above (the
+    /// golden files for the reader; the generated stream for the muxer).
+    #[test]
+    fn fuzz_corpora_replay() {
+        assert!(crate::testkit::replay_corpus("ts/corpus/ts_reader", ts_reader) > 0);
+        assert!(crate::testkit::replay_corpus("ts/corpus/ts_mux", ts_mux) > 0);
     }
 }

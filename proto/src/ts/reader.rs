@@ -209,7 +209,13 @@ fn finish_pes(
     let h = parse_pes_header(&bytes)?;
     let mut payload = bytes[h.header_len..].to_vec();
     if h.packet_length != 0 {
-        let want = usize::from(h.packet_length) + 6 - h.header_len;
+        // PES_packet_length counts the bytes after itself, header included
+        let Some(want) = (usize::from(h.packet_length) + 6).checked_sub(h.header_len) else {
+            return Err(malformed(format!(
+                "PES on PID {pid:#x} at packet {packet} declares {} bytes, shorter than its {}-byte header",
+                h.packet_length, h.header_len
+            )));
+        };
         if want > payload.len() {
             return Err(malformed(format!(
                 "PES on PID {pid:#x} at packet {packet} declares {want} payload bytes, has {}",
@@ -227,4 +233,42 @@ fn finish_pes(
         random_access,
         payload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fmp4::testsupport::testdata;
+    use crate::ts::muxer::VIDEO_PID;
+
+    /// Found by the `ts_reader` fuzz target: a PES whose PES_packet_length is shorter
+    /// than its own header made `packet_length + 6 - header_len` underflow (a panic
+    /// with overflow checks). It is a malformed PES now.
+    #[test]
+    fn pes_length_shorter_than_its_header_is_malformed() {
+        let mut ts = std::fs::read(testdata("golden/ts/h264_aac.ts")).unwrap();
+        let mut patched = 0;
+        for p in ts.chunks_exact_mut(PACKET_SIZE) {
+            let pid = u16::from_be_bytes([p[1], p[2]]) & 0x1fff;
+            let pusi = p[1] & 0x40 != 0;
+            if pid != VIDEO_PID || !pusi {
+                continue;
+            }
+            let at = if p[3] & 0x20 != 0 {
+                5 + usize::from(p[4])
+            } else {
+                4
+            };
+            assert_eq!(p[at..at + 3], [0, 0, 1], "a PES start code");
+            p[at + 4..at + 6].copy_from_slice(&1u16.to_be_bytes());
+            patched += 1;
+            break;
+        }
+        assert_eq!(patched, 1);
+        let err = read(&ts).unwrap_err();
+        assert!(err.to_string().contains("shorter than its"), "{err}");
+        // the fuzzer's own input
+        let crash = testdata("ts/corpus/ts_reader/crash-pes-length-underflow");
+        crate::ts::fuzzing::ts_reader(&std::fs::read(crash).unwrap());
+    }
 }

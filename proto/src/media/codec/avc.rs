@@ -186,6 +186,13 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), CodecErro
     for _ in 0..size {
         if next != 0 {
             let delta = r.se()?;
+            // 7.4.2.1.1.1: delta_scale is in -128..=127 (larger ones overflowed here)
+            if !(-128..=127).contains(&delta) {
+                return Err(CodecError::invalid(
+                    SPS,
+                    format!("scaling list delta_scale {delta} outside -128..=127"),
+                ));
+            }
             next = (last + delta + 256).rem_euclid(256);
         }
         last = if next == 0 { last } else { next };
@@ -221,8 +228,9 @@ impl AvcSps {
             if chroma_format_idc == 3 {
                 separate_colour_plane = r.flag()?;
             }
-            bit_depth_luma = r.ue()? + 8;
-            bit_depth_chroma = r.ue()? + 8;
+            // saturating: a huge bit_depth_minus8 must fail the check, not overflow
+            bit_depth_luma = r.ue()?.saturating_add(8);
+            bit_depth_chroma = r.ue()?.saturating_add(8);
             if bit_depth_luma > 14 || bit_depth_chroma > 14 {
                 return Err(CodecError::invalid(SPS, "bit depth above 14"));
             }
@@ -323,6 +331,35 @@ pub(crate) mod tests {
         rec.extend_from_slice(&(PPS.len() as u16).to_be_bytes());
         rec.extend_from_slice(PPS);
         rec
+    }
+
+    /// Found by the `codec_config` fuzz target: a scaling list `delta_scale` of
+    /// 2^31 - 1 overflowed `last + delta + 256` (a panic with overflow checks).
+    #[test]
+    fn huge_scaling_list_delta_is_an_error() {
+        // High profile; sps_id 0, chroma 1, 8-bit, scaling matrix with list 0, whose
+        // first delta_scale is se(v) 2^31 - 1 (31 leading zeros).
+        let sps = [
+            0x67, 0x64, 0x00, 0x00, 0xad, 0x80, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xfe, 0x80,
+        ];
+        let err = AvcSps::parse(&sps).unwrap_err();
+        assert!(err.to_string().contains("delta_scale"), "{err}");
+        super::super::fuzzing::codec_config(&[&[5u8][..], &sps].concat());
+        let crash = include_bytes!("../../../../testdata/codec/seeds/crash-scaling-delta-overflow");
+        super::super::fuzzing::codec_config(crash);
+    }
+
+    /// Found by the `codec_config` fuzz target (in the H.265 SPS, which reads bit
+    /// depths the same way): bit_depth_luma_minus8 = 2^32 - 2 overflowed `+ 8`.
+    #[test]
+    fn huge_bit_depth_is_an_error() {
+        // High profile; sps_id 0, chroma 1, bit_depth_luma_minus8 2^32 - 2 (31 leading
+        // zeros), bit_depth_chroma_minus8 0
+        let sps = [
+            0x67, 0x64, 0x00, 0x00, 0xa0, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0xff, 0xf8,
+        ];
+        let err = AvcSps::parse(&sps).unwrap_err();
+        assert!(err.to_string().contains("bit depth"), "{err}");
     }
 
     #[test]

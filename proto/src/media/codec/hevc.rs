@@ -276,8 +276,9 @@ impl HevcSps {
                 *w = u64::from(r.ue()?);
             }
         }
-        let bit_depth_luma = r.ue()? + 8;
-        let bit_depth_chroma = r.ue()? + 8;
+        // saturating: a huge bit_depth_minus8 must fail the check, not overflow
+        let bit_depth_luma = r.ue()?.saturating_add(8);
+        let bit_depth_chroma = r.ue()?.saturating_add(8);
         if bit_depth_luma > 16 || bit_depth_chroma > 16 {
             return Err(CodecError::invalid(SPS, "bit depth above 16"));
         }
@@ -355,6 +356,18 @@ pub(crate) mod tests {
                 array(hevc_type::PPS, PPS),
             ],
         }
+    }
+
+    /// Found by the `codec_config` fuzz target (selector 5): an SPS with
+    /// bit_depth_luma_minus8 near 2^32 overflowed `+ 8`. The fuzzer's input is kept as
+    /// the seed `crash-hevc-bit-depth-overflow`.
+    #[test]
+    fn huge_bit_depth_is_an_error() {
+        let crash =
+            include_bytes!("../../../../testdata/codec/seeds/crash-hevc-bit-depth-overflow");
+        let err = HevcSps::parse(&crash[1..]).unwrap_err();
+        assert!(err.to_string().contains("bit depth"), "{err}");
+        super::super::fuzzing::codec_config(crash);
     }
 
     #[test]
