@@ -81,17 +81,14 @@ fn invalid(key: &str, value: impl fmt::Display, expected: impl Into<String>) -> 
     }
 }
 
+/// `validate`'s range check, for a key of this section.
 fn check<T: PartialOrd + fmt::Display>(
     key: &str,
     value: T,
     range: std::ops::RangeInclusive<T>,
     what: &str,
 ) -> Result<(), ConfigError> {
-    if range.contains(&value) {
-        return Ok(());
-    }
-    let expected = format!("{what} from {} to {}", range.start(), range.end());
-    Err(invalid(key, value, expected))
+    super::validate::check_range(&format!("limits.{key}"), value, range, what)
 }
 
 const MS: &str = "a whole number of milliseconds";

@@ -35,7 +35,7 @@ impl Config {
     }
 }
 
-fn check_range<T: PartialOrd + fmt::Display>(
+pub(super) fn check_range<T: PartialOrd + fmt::Display>(
     key: &str,
     value: T,
     range: std::ops::RangeInclusive<T>,
