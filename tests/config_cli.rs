@@ -55,7 +55,8 @@ fn flags_override_the_file() {
         &dir,
         "a.toml",
         "[server]\ncores = \"0\"\nbind = \"10.0.0.1\"\nlog_format = \"json\"\n\
-         [rtmp]\nport = 1940\n[http]\nport = 8090\n[record]\ndir = \"/var/rec\"\n",
+         [rtmp]\nport = 1940\n[http]\nport = 8090\n[record]\ndir = \"/var/rec\"\n\
+         [auth]\npublish = false\n",
     );
     let from_file = cli::load(&args(&["--config", arg(&file)])).unwrap().config;
     assert_eq!(from_file.rtmp.port, 1940);

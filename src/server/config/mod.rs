@@ -14,8 +14,11 @@
 //! - `path_template.rs`: `record.path` recording path templates;
 //! - `error.rs`: [`ConfigError`];
 //! - `limits.rs`: the `[limits]` section (admission and connection-phase timeouts),
-//!   schema, defaults and validation together.
+//!   schema, defaults and validation together;
+//! - `access.rs`: `[auth]`, `[hooks]` and `[audit]` (tokens, webhooks, the audit log),
+//!   likewise.
 
+mod access;
 mod cores;
 mod error;
 mod limits;
@@ -24,6 +27,10 @@ mod path_template;
 mod schema;
 mod validate;
 
+pub use access::{
+    AppAuthConfig, AuditConfig, AuthConfig, HookConfig, HookFailure, HookUrl, HooksConfig,
+    KeyConfig,
+};
 pub use cores::Cores;
 pub use error::ConfigError;
 pub use limits::{Cidr, LimitsConfig};

@@ -29,6 +29,9 @@ pub struct Config {
     pub hls: HlsConfig,
     pub record: RecordConfig,
     pub limits: super::LimitsConfig,
+    pub auth: super::AuthConfig,
+    pub hooks: super::HooksConfig,
+    pub audit: super::AuditConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +124,18 @@ pub struct HttpConfig {
     pub cors_allow_origin: String,
     /// Serve the JSON API under `/api/`; default true.
     pub api: bool,
+    /// `/api/*` needs `Authorization: Bearer <token>` with the token in
+    /// `api_token_file`. Unset: required as soon as `server.bind` is not loopback.
+    /// Changing state (kick) always needs the token beyond loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_auth: Option<bool>,
+    /// A file holding the API's bearer token (trailing whitespace ignored, at least 16
+    /// bytes, not readable by every user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
+    /// `/metrics` stays open when the API needs a token (for a Prometheus scraper on a
+    /// trusted network); `/healthz` is always open; default false.
+    pub metrics_public: bool,
 }
 
 impl Default for HttpConfig {
@@ -131,6 +146,9 @@ impl Default for HttpConfig {
             max_request_head_bytes: 8192,
             cors_allow_origin: "*".to_owned(),
             api: true,
+            api_auth: None,
+            api_token_file: None,
+            metrics_public: false,
         }
     }
 }
@@ -317,6 +335,8 @@ macro_rules! serde_via_string {
         }
     };
 }
+
+pub(super) use serde_via_string;
 
 serde_via_string!(Cores);
 serde_via_string!(PathTemplate);

@@ -31,6 +31,7 @@ impl Config {
         self.streams.validate()?;
         self.hls.validate()?;
         self.limits.validate()?;
+        self.validate_access()?;
         self.record.validate()
     }
 }
@@ -419,7 +420,7 @@ mod tests {
             invalid_key("[server]\nbind = \"localhost\"\n").0,
             "server.bind"
         );
-        parse_ok("[server]\nlog_level = \"warn,shardcast_proto::rtmp=debug\"\nbind = \"::\"\n");
+        parse_ok("[server]\nlog_level = \"warn,shardcast_proto::rtmp=debug\"\nbind = \"::\"\n[auth]\npublish = false\n");
     }
 
     #[test]
