@@ -299,6 +299,15 @@ impl TcpStream {
         self.inner.peer_addr().map_err(io::Error::from)
     }
 
+    /// Connect to `addr` (an outgoing call: webhooks). The connect waits through
+    /// io_uring; the caller bounds it with [`timeout`].
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let inner = glommio::net::TcpStream::connect(addr)
+            .await
+            .map_err(io::Error::from)?;
+        TcpStream::new(inner)
+    }
+
     pub fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()
     }
@@ -528,6 +537,28 @@ impl FileWriter {
             file,
             pos: 0,
             pending: Vec::with_capacity(256 * 1024),
+        })
+    }
+
+    /// Open `path` for appending, creating it (and its parent directories) if needed.
+    /// The file is opened with O_APPEND, so every write lands at the end even when
+    /// several shards append to the same file: lines written whole never interleave.
+    pub async fn open_append(path: &std::path::Path) -> io::Result<FileWriter> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = glommio::io::OpenOptions::new()
+            .write(true)
+            .append(true)
+            .create(true)
+            .buffered_open(path)
+            .await
+            .map_err(io::Error::from)?;
+        let pos = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Ok(FileWriter {
+            file,
+            pos,
+            pending: Vec::with_capacity(64 * 1024),
         })
     }
 
