@@ -8,6 +8,8 @@
 //! - Protocol cores: [`rtmp`] (handshake, chunk stream, commands), [`flv`] (tags and
 //!   files), [`http`] (requests, responses, chunked bodies), and the packagers [`ts`],
 //!   [`fmp4`] and [`hls`] (playlists, LL-HLS parts) behind the [`mux`] interface.
+//! - [`auth`]: signed publish/play tokens (format v1, keyring, the one `check` every
+//!   protocol makes) and finding them in URL and RTMP queries.
 //!
 //! The server (the `shardcast` crate) drives these from its shards: socket → protocol
 //! core → stream → viewers.
@@ -18,6 +20,7 @@
 
 pub mod media;
 
+pub mod auth;
 pub mod flv;
 pub mod fmp4;
 pub mod hls;

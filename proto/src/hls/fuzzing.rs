@@ -5,10 +5,15 @@
 //! - [`packager`]: arbitrary frame sequences (any timestamps, keyframes, configs,
 //!   discontinuities) and requests never panic the packager or a snapshot, and every
 //!   published state keeps the playlist invariants.
+//! - [`query`]: [`with_query`](super::with_query) never panics, inserts nothing but the
+//!   parameter, and a playlist the reader accepted reads the same afterwards, with the
+//!   parameter in each URI.
 
 use bytes::Bytes;
 
 use super::parse::{parse_media_playlist, parse_multivariant_playlist};
+use super::playlist::{MediaPlaylist, MultivariantPlaylist};
+use super::query::{rewrite, uri_with};
 use super::{HlsConfig, Packager, Variant};
 use crate::media::{AudioCodec, Codec, Frame, FrameKind, StreamKey, VideoCodec};
 use crate::mux::{MuxError, Muxer};
@@ -40,6 +45,70 @@ pub fn playlist(data: &[u8]) {
         );
         assert_eq!(again.render(), rendered);
     }
+}
+
+/// The parameter the `query` target inserts: a real-looking token.
+const QUERY_PARAM: &str =
+    "token=v1.k1.1700003600.play.bGl2ZS9jYW0.WyLA_hO4tEIL6RdadbeC2DsdSRD2_YilMoPxIFfdHwk";
+
+/// Runs [`with_query`](super::with_query) on `data`: the output minus the inserted
+/// parameters is the input, each insertion is `?` or `&` and the parameter, and a
+/// media or multivariant playlist that the reader accepted before reads the same after,
+/// except that each URI (but `data:` ones) carries the parameter.
+pub fn query(data: &[u8]) {
+    let mut inserted = Vec::new();
+    let out = rewrite(data, QUERY_PARAM, |at, len| inserted.push((at, len)));
+    let mut rest = Vec::with_capacity(data.len());
+    let mut copied = 0;
+    for (at, len) in inserted {
+        assert!(at >= copied, "insertions in order");
+        let piece = &out[at..at + len];
+        assert!(
+            matches!(piece[0], b'?' | b'&') && &piece[1..] == QUERY_PARAM.as_bytes(),
+            "inserted {piece:?}"
+        );
+        rest.extend_from_slice(&out[copied..at]);
+        copied = at + len;
+    }
+    rest.extend_from_slice(&out[copied..]);
+    assert!(
+        rest == data,
+        "the output minus the parameters is not the input"
+    );
+
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let out = std::str::from_utf8(&out).expect("inserting ASCII into UTF-8 keeps it UTF-8");
+    let with = |uri: &mut String| {
+        if !uri.starts_with("data:") {
+            *uri = uri_with(uri, QUERY_PARAM);
+        }
+    };
+    if let Ok(mut expected) = parse_media_playlist(text) {
+        let got = parse_media_playlist(out).expect("the rewritten media playlist parses");
+        with_each_media_uri(&mut expected, with);
+        assert_eq!(got, expected, "rewritten: {out}");
+    }
+    if let Ok(mut expected) = parse_multivariant_playlist(text) {
+        let got =
+            parse_multivariant_playlist(out).expect("the rewritten multivariant playlist parses");
+        with_each_variant_uri(&mut expected, with);
+        assert_eq!(got, expected, "rewritten: {out}");
+    }
+}
+
+fn with_each_media_uri(playlist: &mut MediaPlaylist, mut f: impl FnMut(&mut String)) {
+    for segment in &mut playlist.segments {
+        segment.map_uri.iter_mut().for_each(&mut f);
+        segment.parts.iter_mut().for_each(|p| f(&mut p.uri));
+        segment.complete.iter_mut().for_each(|c| f(&mut c.uri));
+    }
+    playlist.preload_hint_part.iter_mut().for_each(f);
+}
+
+fn with_each_variant_uri(playlist: &mut MultivariantPlaylist, mut f: impl FnMut(&mut String)) {
+    playlist.variants.iter_mut().for_each(|v| f(&mut v.uri));
 }
 
 /// A muxer that emits one byte per sample and an init segment naming the configs, and
@@ -279,6 +348,32 @@ mod tests {
         }
     }
 
+    /// The `hls_query` seeds are the golden playlists, copied (so a golden update does
+    /// not silently change the corpus); each also cut at every byte and mutated.
+    #[test]
+    fn query_seeds_truncations_and_mutations_pass() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/golden/hls");
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("testdata/golden/hls exists")
+            .map(|e| e.expect("readable dir entry").file_name())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 5);
+        for name in names {
+            let name = name.to_string_lossy();
+            let seed = std::fs::read(format!("{dir}/{name}")).expect("readable golden file");
+            crate::testkit::check_seed_file("hls/corpus/hls_query", &name, &seed);
+            for cut in 0..=seed.len() {
+                query(&seed[..cut]);
+            }
+            let crlf = String::from_utf8(seed.clone())
+                .unwrap()
+                .replace('\n', "\r\n");
+            query(crlf.as_bytes());
+            crate::testkit::for_each_mutation(&seed, 1_000, query);
+        }
+    }
+
     /// The fuzz corpora, minimised: what the fuzzer grew from the golden playlists
     /// (`hls_playlist`) and from the clean streams above (`hls_packager`).
     #[test]
@@ -288,5 +383,6 @@ mod tests {
             packager(d);
         });
         assert!(n >= 2);
+        assert!(crate::testkit::replay_corpus("hls/corpus/hls_query", query) >= 5);
     }
 }

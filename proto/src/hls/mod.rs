@@ -50,6 +50,10 @@
 //!   more segments (RFC 8216bis §6.2.2 availability), then are freed and answer
 //!   `NotFound`. `EXT-X-PART` tags are listed for the last three target durations only.
 //!
+//! - A viewer's token (`proto::auth`) rides along in the playlists: the driver passes
+//!   the rendered playlist through [`with_query`] with `token=...`, so every URI in it
+//!   carries the token; [`HlsSnapshot::lookup`] ignores the parameter.
+//!
 //! # Golden files
 //! `testdata/golden/hls/*.m3u8` hold the playlists of the packager tests byte for byte;
 //! `UPDATE_GOLDEN=1 cargo test -p shardcast-proto hls::` rewrites them (review the diff).
@@ -60,10 +64,12 @@ pub mod fuzzing;
 mod packager;
 pub mod parse;
 pub mod playlist;
+mod query;
 mod snapshot;
 
 pub use date::{civil_from_days, format_program_date_time, parse_program_date_time};
 pub use packager::{Packager, PartId, ResumePoint, Update};
+pub use query::with_query;
 pub use snapshot::{CacheControl, HlsLookup, HlsSnapshot};
 
 use crate::media::StreamKey;

@@ -1597,6 +1597,66 @@ mod tests {
         }
     }
 
+    /// A viewer's `token` parameter (proto::auth) rides along in every request of a
+    /// tokenised playlist: before, between or after the delivery directives, or alone,
+    /// it changes nothing, on playlists, segments, parts and init segments alike.
+    #[test]
+    fn a_token_in_the_query_changes_no_lookup() {
+        let p = blocking_state();
+        let snapshot = p.snapshot();
+        let token =
+            "token=v1.k1.1700003600.play.bGl2ZS9jYW0.WyLA_hO4tEIL6RdadbeC2DsdSRD2_YilMoPxIFfdHwk";
+        let queries = [
+            "",
+            "_HLS_skip=YES",
+            "_HLS_msn=0",
+            "_HLS_msn=1",
+            "_HLS_msn=2",
+            "_HLS_msn=1&_HLS_part=1",
+            "_HLS_msn=1&_HLS_part=2",
+            "_HLS_part=2&_HLS_msn=1",
+            "_HLS_msn=1&_HLS_part=2&_HLS_skip=v2",
+            "_HLS_msn=2&_HLS_part=3",
+            "_HLS_msn=0&_HLS_part=7",
+            // refused with and without the token
+            "_HLS_part=1",
+            "_HLS_msn=3",
+            "_HLS_msn=1&_HLS_part=11",
+            "_HLS_msn=x",
+        ];
+        let mut checked = 0;
+        for rest in [
+            "/ll.m3u8",
+            "/index.m3u8",
+            "/init.mp4",
+            "/s/0.m4s",
+            "/p/1.1.m4s",
+            "/p/1.2.m4s",
+            "/s/9.m4s",
+        ] {
+            for query in queries {
+                let expected = snapshot.lookup(rest, query);
+                let pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+                // the token at every position among the other parameters
+                for at in 0..=pairs.len() {
+                    let mut with = pairs.clone();
+                    with.insert(at, token);
+                    let with = with.join("&");
+                    assert_eq!(snapshot.lookup(rest, &with), expected, "{rest}?{with}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 7 * 37);
+        assert!(matches!(
+            snapshot.lookup("/ll.m3u8", &format!("_HLS_msn=1&_HLS_part=2&{token}")),
+            HlsLookup::Wait {
+                msn: 1,
+                part: Some(2)
+            }
+        ));
+    }
+
     #[test]
     fn blocking_reload_for_an_evicted_segment_returns_the_playlist() {
         let mut p = packager(Variant::Fmp4LowLatency);

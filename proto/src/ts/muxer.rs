@@ -256,7 +256,7 @@ impl TsMuxer {
         if self.psi_needed
             || self
                 .last_psi_ms
-                .map_or(true, |t| now.saturating_sub(t) >= PSI_INTERVAL_MS)
+                .is_none_or(|t| now.saturating_sub(t) >= PSI_INTERVAL_MS)
         {
             self.write_psi();
         }
@@ -358,7 +358,7 @@ impl TsMuxer {
             parameter_sets.extend_from_slice(&nalu::START_CODE);
             parameter_sets.extend_from_slice(set);
         }
-        let changed = self.video.as_ref().map_or(true, |v| v.kind != kind);
+        let changed = self.video.as_ref().is_none_or(|v| v.kind != kind);
         self.video = Some(VideoTrack {
             kind,
             nalu_length_size,
