@@ -533,6 +533,8 @@ impl<T: Clone> Subscriber<T> {
 
     /// The next item, skipping forward to the newest keyframe if this subscriber fell
     /// out of the ring.
+    // Not an Iterator: `Next` has Pending/TooSlow/Ended states an Option cannot carry.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Next<T> {
         self.next_map(|e| e.item.clone())
     }

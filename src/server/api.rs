@@ -24,7 +24,12 @@ fn error(status: Status, message: &str) -> Response {
 }
 
 /// `rest` is the path after `/api/`.
-pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
+pub fn handle(
+    request: &Request,
+    rest: &str,
+    shard: &Rc<Shard>,
+    peer: Option<std::net::SocketAddr>,
+) -> Response {
     match (&request.method, rest) {
         (Method::Get | Method::Head, "streams") => streams(shard),
         (Method::Get | Method::Head, _) if rest.starts_with("streams/") => {
@@ -44,6 +49,7 @@ pub fn handle(request: &Request, rest: &str, shard: &Rc<Shard>) -> Response {
             let Some(entry) = shard.hub.directory().lookup(&key) else {
                 return error(Status::NOT_FOUND, &format!("stream '{key}' is not live"));
             };
+            shard.access.kicked(peer, &key);
             shard
                 .hub
                 .send(entry.owner, ShardCmd::Kick { key: key.clone() });

@@ -18,6 +18,7 @@ use shards::rt::{self, Queue, TcpListener, TcpStream};
 use shards::topology::Topology;
 use shards::{ShardContext, Shutdown};
 
+use crate::server::access::{Access, Gate};
 use crate::server::admission::{Admission, ConnectionBudget};
 use crate::server::budget::InputBudget;
 use crate::server::cmd::ShardCmd;
@@ -112,6 +113,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         accept_rate_per_ip = config.limits.accept_rate_per_ip,
         "admission limits"
     );
+    let gate = Arc::new(Gate::load(&config).map_err(|e| ServerError::Startup(e.to_string()))?);
+    for warning in config.access_warnings() {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        publish_token = config.publish_needs_token(""),
+        play_token = config.play_needs_token(""),
+        keys = ?gate.keys.ids().collect::<Vec<_>>(),
+        api_token = config.api_needs_token(),
+        hooks = ?config.hooks.all().map(|(k, h)| format!("{k} = {}", h.url)).collect::<Vec<_>>(),
+        audit = ?config.audit.file.as_ref().map(|p| p.display().to_string()),
+        "access control"
+    );
     let config = Arc::new(config);
     let dir = Arc::new(StreamDirectory::new(config.streams.max_publishers as usize));
     let viewers = Arc::new(AtomicU64::new(0));
@@ -119,19 +133,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Arc::new((0..cpus.len()).map(|_| ShardMetrics::default()).collect());
     let fatal: Arc<Mutex<Vec<String>>> = Arc::default();
     let placement: Vec<Option<usize>> = cpus.iter().copied().map(Some).collect();
-    let result = shards::run_shards(&placement, shutdown.clone(), {
-        let fatal = Arc::clone(&fatal);
-        move |ctx| {
-            shard_main(
-                ctx,
-                Arc::clone(&config),
-                Arc::clone(&dir),
-                Arc::clone(&viewers),
-                Arc::clone(&metrics),
-                Arc::clone(&budget),
-                Arc::clone(&fatal),
-            )
-        }
+    let shared = Shared {
+        config,
+        dir,
+        viewers,
+        metrics,
+        budget,
+        gate,
+        fatal: Arc::clone(&fatal),
+    };
+    let result = shards::run_shards(&placement, shutdown.clone(), move |ctx| {
+        shard_main(ctx, shared.clone())
     });
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if !fatal.is_empty() {
@@ -169,15 +181,28 @@ fn claim_ports(config: &Config) -> Result<Vec<shards::instance::PortClaim>, Serv
         .collect()
 }
 
-async fn shard_main(
-    mut ctx: ShardContext<crate::server::media::MeshBatch>,
+/// What every shard starts with: the process-wide state the shards share.
+#[derive(Clone)]
+struct Shared {
     config: Arc<Config>,
     dir: Arc<StreamDirectory>,
     viewers: Arc<AtomicU64>,
     metrics: Arc<Vec<ShardMetrics>>,
     budget: Arc<ConnectionBudget>,
+    gate: Arc<Gate>,
     fatal: Arc<Mutex<Vec<String>>>,
-) {
+}
+
+async fn shard_main(mut ctx: ShardContext<crate::server::media::MeshBatch>, shared: Shared) {
+    let Shared {
+        config,
+        dir,
+        viewers,
+        metrics,
+        budget,
+        gate,
+        fatal,
+    } = shared;
     let hub: Rc<StreamHub> = Hub::start(
         &mut ctx,
         dir,
@@ -196,6 +221,7 @@ async fn shard_main(
         input_budget: RefCell::new(InputBudget::new(
             config.limits.max_buffered_input_bytes_per_shard as usize,
         )),
+        access: Access::new(gate, Arc::clone(&config), Arc::clone(&metrics), ctx.id),
         metrics,
         shutdown: ctx.shutdown.clone(),
         stopping: LocalEvent::default(),
@@ -209,6 +235,7 @@ async fn shard_main(
         }
     });
     crate::server::pacing::start(&shard);
+    shard.access.audit.start();
     rt::spawn(Queue::Control, {
         let shard = Rc::clone(&shard);
         async move {

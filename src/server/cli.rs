@@ -33,9 +33,11 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
     about = "Thread-per-core live video streaming server: RTMP, HTTP-FLV, HLS, LL-HLS"
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Config file (TOML). Repeat to layer overlays: later files override the keys
     /// they set. Without it, ./shardcast.toml is used if present.
-    #[arg(long = "config", value_name = "PATH")]
+    #[arg(long = "config", value_name = "PATH", global = true)]
     pub config: Vec<PathBuf>,
     /// CPUs to run shards on: "all" or a list such as "0-3,8" [server.cores].
     #[arg(long, value_name = "LIST")]
@@ -65,6 +67,68 @@ pub struct Cli {
     /// Validate the configuration and exit: 0 if it is usable.
     #[arg(long)]
     pub check_config: bool,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print a signed token for one stream (or APP/* for a whole app), with the keys
+    /// of the effective config ([[auth.keys]]).
+    Token(TokenArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The stream, APP/STREAM, or APP/* for every stream of the app.
+    #[arg(long, value_name = "APP/STREAM")]
+    pub stream: String,
+    /// What the token allows.
+    #[arg(long, value_parser = ["publish", "play"])]
+    pub action: String,
+    /// Seconds until it expires.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
+    pub ttl: u64,
+    /// The key to sign with; default the first of [[auth.keys]].
+    #[arg(long, value_name = "ID")]
+    pub key_id: Option<String>,
+    /// Bind the token to this client IP.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<IpAddr>,
+}
+
+/// Mint the token `args` asks for with the keys of `config`.
+pub fn mint_token(config: &Config, args: &TokenArgs) -> Result<String, String> {
+    use proto::auth::{Action, Scope};
+    use proto::media::StreamKey;
+    let keys =
+        crate::server::access::keys::load_keyring(&config.auth).map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Err("no signing keys: add an [[auth.keys]] entry to the config (see the README, \"Access control\")".into());
+    }
+    let scope = match args.stream.strip_suffix("/*") {
+        Some(app) => {
+            StreamKey::new(app, "x").map_err(|e| format!("--stream {}: {e}", args.stream))?;
+            Scope::App(app.to_owned())
+        }
+        None => Scope::Stream(
+            StreamKey::from_path(&format!("/{}", args.stream))
+                .ok_or_else(|| format!("--stream {}: expected APP/STREAM or APP/*", args.stream))?,
+        ),
+    };
+    let action: Action = args
+        .action
+        .parse()
+        .map_err(|_| format!("--action {}", args.action))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    keys.mint(
+        args.key_id.as_deref(),
+        action,
+        &scope,
+        args.ip,
+        now + args.ttl,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Where the configuration came from, for the start-up log line.
@@ -203,6 +267,11 @@ fn read_config(path: &Path) -> Result<String, ConfigError> {
 /// before exiting non-zero.
 pub fn startup(cli: &Cli, out: &mut dyn Write) -> Result<Startup, ConfigError> {
     let loaded = load(cli)?;
+    if let Some(Command::Token(args)) = &cli.command {
+        let token = mint_token(&loaded.config, args).map_err(ConfigError::Token)?;
+        writeln!(out, "{token}").map_err(ConfigError::Output)?;
+        return Ok(Startup::Exit);
+    }
     if cli.print_config {
         let text = loaded.config.to_toml()?;
         writeln!(

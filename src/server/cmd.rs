@@ -17,7 +17,11 @@ pub struct Handover {
     pub conn: RtmpServerConn,
     pub peer: Option<SocketAddr>,
     pub app: Option<String>,
+    /// The stream to publish (after any hook redirect): the publish was already
+    /// allowed on the first shard and is not decided again.
     pub key: StreamKey,
+    /// A hook's recording override for this publish.
+    pub record: Option<bool>,
 }
 
 pub enum ShardCmd {

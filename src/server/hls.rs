@@ -13,6 +13,7 @@ use proto::http::{Request, Response, Status};
 use proto::media::StreamKey;
 use shards::rt;
 
+use crate::server::access::{Action, Attempt, Protocol};
 use crate::server::shard::Shard;
 use crate::server::streams::{WaitRefused, Waiting};
 
@@ -32,13 +33,48 @@ fn split_path(path: &str) -> Option<(StreamKey, &str)> {
 
 /// Answer an HLS request, waiting (blocking reload) where the spec says to. `None` when
 /// the path is not an HLS path.
-pub async fn route(request: &Request, shard: &Rc<Shard>) -> Option<Response> {
+///
+/// Access: every request (playlists, segments, parts, init) passes the token check;
+/// the entry playlists (`.m3u8`, `/index.m3u8`) also pass the `on_play` hook and are
+/// audited. Where play needs a token, playlists carry the viewer's token into every
+/// URI they list, so players need no change.
+pub async fn route(
+    request: &Request,
+    shard: &Rc<Shard>,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<Response> {
     if !shard.config.hls.enabled {
         return None;
     }
     let (key, rest) = split_path(&request.path)?;
     let variant = Variant::for_path(rest)?;
     let query = request.target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let attempt = Attempt {
+        protocol: Protocol::Hls,
+        action: Action::Play,
+        key: &key,
+        query,
+        peer,
+    };
+    let entry_point = matches!(
+        (variant, rest),
+        (Variant::Ts, ".m3u8") | (Variant::Fmp4LowLatency, "/index.m3u8")
+    );
+    let checked = if entry_point {
+        shard.access.decide(&attempt).await.map(drop)
+    } else {
+        shard.access.check_token(&attempt).map(drop)
+    };
+    if let Err(denied) = checked {
+        return Some(denied.response());
+    }
+    // Checked above, so it is made of URL-safe characters only.
+    let carry = shard
+        .config
+        .play_needs_token(key.app())
+        .then(|| proto::auth::token_in_query(query))
+        .flatten()
+        .map(|t| format!("token={t}"));
     let started = Instant::now();
     // Registered at the first wait, only for a stream that exists; dropped on return.
     let mut waiting: Option<HlsWait> = None;
@@ -67,6 +103,12 @@ pub async fn route(request: &Request, shard: &Rc<Shard>) -> Option<Response> {
                 cache_control,
                 body,
             } => {
+                let body = match &carry {
+                    Some(param) if content_type.contains("mpegurl") => {
+                        proto::hls::with_query(&body, param)
+                    }
+                    _ => body,
+                };
                 return Some(
                     Response::with_body(Status::OK, content_type, body)
                         .cache_control(&cache_control.header_value()),

@@ -17,6 +17,7 @@ use proto::http::{self as h, Method, Request, Response, Status};
 use proto::media::{Frame, StreamKey};
 use shards::rt::{self, TcpStream};
 
+use crate::server::access::{Action, Attempt, Ended, Protocol};
 use crate::server::egress::{Egress, EgressEnd, EgressError, TrackFilter, Wake};
 use crate::server::media::{format, StreamSubscription};
 use crate::server::metrics::{Disconnect, ShardMetrics, Timeout};
@@ -25,7 +26,13 @@ use crate::server::shard::Shard;
 /// What a request turned into.
 pub(crate) enum Reply {
     Done(Response),
-    Flv(Box<StreamSubscription>),
+    /// An HTTP-FLV viewer, with the guard that audits its end.
+    Flv(Box<StreamSubscription>, Ended),
+}
+
+/// The query part of a request target ("" when none).
+pub(crate) fn raw_query(request: &Request) -> &str {
+    request.target.split_once('?').map_or("", |(_, q)| q)
 }
 
 /// Why an HTTP connection ended before the client or the protocol closed it. Each is
@@ -50,7 +57,7 @@ enum ConnError {
 
 pub async fn serve(mut stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>) {
     let stall = Duration::from_millis(shard.config.streams.send_stall_timeout_ms);
-    if let Err(end) = requests(&mut stream, &shard, stall).await {
+    if let Err(end) = requests(&mut stream, &shard, peer, stall).await {
         finish(&mut stream, &shard, peer, end, stall).await;
     }
 }
@@ -91,6 +98,7 @@ async fn finish(
 async fn requests(
     stream: &mut TcpStream,
     shard: &Rc<Shard>,
+    peer: Option<SocketAddr>,
     stall: Duration,
 ) -> Result<(), ConnError> {
     let limits = h::Limits {
@@ -152,7 +160,7 @@ async fn requests(
             }
         };
         ShardMetrics::add(&shard.metrics().http_requests, 1);
-        match route(&request, shard).await {
+        match route(&request, shard, peer).await {
             Reply::Done(response) => {
                 let keep = write_response(stream, response, Some(&request), stall)
                     .await
@@ -164,7 +172,7 @@ async fn requests(
                     return Err(ConnError::Stopping);
                 }
             }
-            Reply::Flv(sub) => {
+            Reply::Flv(sub, _ended) => {
                 serve_flv(stream, &request, *sub, shard, stall).await;
                 return Ok(());
             }
@@ -195,7 +203,41 @@ fn cors(shard: &Shard, response: Response) -> Response {
     response.cors(&shard.config.http.cors_allow_origin)
 }
 
-async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
+/// Whether this request may use the API (or `/metrics`): the bearer token where one is
+/// needed. Changing state beyond loopback always needs it.
+fn api_allowed(request: &Request, shard: &Shard, peer: Option<SocketAddr>, metrics: bool) -> bool {
+    let c = &shard.config;
+    let read_only = matches!(request.method, Method::Get | Method::Head);
+    let needs = if metrics {
+        c.api_needs_token() && !c.http.metrics_public
+    } else {
+        c.api_needs_token() || (!read_only && !c.server.bind.is_loopback())
+    };
+    if !needs
+        || shard
+            .access
+            .gate()
+            .api_token_matches(request.header("authorization"))
+    {
+        return true;
+    }
+    shard.access.api_refused(peer, &request.path);
+    false
+}
+
+fn api_unauthorized() -> Response {
+    Response::with_body(
+        Status::UNAUTHORIZED,
+        "application/json",
+        Bytes::from_static(
+            b"{\"error\": \"this needs Authorization: Bearer <token> (http.api_token_file)\"}\n",
+        ),
+    )
+    .header("WWW-Authenticate", "Bearer realm=\"shardcast-api\"")
+    .cache_control("no-store")
+}
+
+async fn route(request: &Request, shard: &Rc<Shard>, peer: Option<SocketAddr>) -> Reply {
     if Response::is_preflight(request) {
         return Reply::Done(Response::preflight(
             request,
@@ -217,6 +259,9 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
             )
         }
         "/metrics" if read_only => {
+            if !api_allowed(request, shard, peer, true) {
+                return Reply::Done(api_unauthorized());
+            }
             let text = crate::server::metrics::render(
                 &shard.metrics,
                 shard.hub.directory(),
@@ -237,9 +282,12 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         if !shard.config.http.api {
             return Reply::Done(Response::error(Status::NOT_FOUND));
         }
+        if !api_allowed(request, shard, peer, false) {
+            return Reply::Done(cors(shard, api_unauthorized()));
+        }
         return Reply::Done(cors(
             shard,
-            crate::server::api::handle(request, rest, shard),
+            crate::server::api::handle(request, rest, shard, peer),
         ));
     }
     if !read_only {
@@ -249,8 +297,22 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
         let Some(key) = StreamKey::from_path(stem) else {
             return Reply::Done(Response::error(Status::NOT_FOUND));
         };
+        let attempt = Attempt {
+            protocol: Protocol::HttpFlv,
+            action: Action::Play,
+            key: &key,
+            query: raw_query(request),
+            peer,
+        };
+        let key = match shard.access.decide(&attempt).await {
+            Ok(allowed) => allowed.key,
+            Err(denied) => return Reply::Done(cors(shard, denied.response())),
+        };
         return match shard.hub.subscribe(&key) {
-            Ok(sub) => Reply::Flv(Box::new(sub)),
+            Ok(sub) => {
+                let ended = Ended::new(&shard.access, Protocol::HttpFlv, Action::Play, &key, peer);
+                Reply::Flv(Box::new(sub), ended)
+            }
             Err(shards::hub::SubscribeError::NotFound { .. }) => {
                 Reply::Done(cors(shard, Response::error(Status::NOT_FOUND)))
             }
@@ -261,7 +323,7 @@ async fn route(request: &Request, shard: &Rc<Shard>) -> Reply {
             }
         };
     }
-    if let Some(reply) = crate::server::hls::route(request, shard).await {
+    if let Some(reply) = crate::server::hls::route(request, shard, peer).await {
         return Reply::Done(cors(shard, reply));
     }
     Reply::Done(cors(shard, Response::error(Status::NOT_FOUND)))

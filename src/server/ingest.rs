@@ -34,8 +34,13 @@ pub enum IngestError {
 }
 
 impl Ingest {
-    /// Start (or, within the reconnect grace, resume) publishing `key` on this shard.
-    pub fn start(shard: &Rc<Shard>, key: &StreamKey) -> Result<Ingest, PublishError> {
+    /// Start (or, within the reconnect grace, resume) publishing `key` on this shard;
+    /// `record` is a hook's override of `[record]` for a new stream.
+    pub fn start(
+        shard: &Rc<Shard>,
+        key: &StreamKey,
+        record: Option<bool>,
+    ) -> Result<Ingest, PublishError> {
         let publisher = shard.hub.publish(key, Default::default)?;
         let claim = publisher.entry().claim;
         let (owner, new) = shard
@@ -43,7 +48,7 @@ impl Ingest {
             .borrow_mut()
             .owner(key, claim, || OwnerState::new(&shard.config, key));
         if new {
-            crate::server::record::maybe_start(shard, key, publisher.ring());
+            crate::server::record::maybe_start(shard, key, publisher.ring(), record);
         } else if publisher.resumed() {
             owner
                 .borrow_mut()

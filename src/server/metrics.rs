@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::server::media::{StreamDirectory, SERIALIZE_ERRORS};
 
+/// Reads one counter of a shard's metrics.
+type Counter = fn(&ShardMetrics) -> &AtomicU64;
+
 /// One shard's counters, padded to its own cache lines.
 #[repr(align(128))]
 #[derive(Default)]
@@ -50,6 +53,116 @@ pub struct ShardMetrics {
     pub input_evictions: AtomicU64,
     /// Client IPs the admission table tracks now (see `server::admission`).
     pub tracked_ips: AtomicU64,
+    /// Publish, play and API requests refused by access control, by [`Denial`].
+    pub denials: [AtomicU64; Denial::ALL.len()],
+    /// Webhook calls, by [`HookOutcome`].
+    pub hook_calls: [AtomicU64; HookOutcome::ALL.len()],
+    /// Audit lines written, and dropped because the writer fell behind.
+    pub audit_lines: AtomicU64,
+    pub audit_dropped: AtomicU64,
+}
+
+/// Why access control refused a request (`shardcast_access_denied_total{reason}`):
+/// the token check's reasons (`proto::auth::Refusal::reason`), then the hooks' and the
+/// API's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    Missing,
+    Malformed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    WrongAction,
+    WrongStream,
+    WrongIp,
+    /// A decision hook answered, and not with a 2xx.
+    HookDenied,
+    /// A fail-closed decision hook gave no usable answer (timeout, refused, 5xx).
+    HookFailed,
+    /// A fail-closed decision hook could not be called: too many calls in flight.
+    HookBusy,
+    /// An API request without the right bearer token.
+    ApiToken,
+}
+
+impl Denial {
+    pub const ALL: [Denial; 12] = [
+        Denial::Missing,
+        Denial::Malformed,
+        Denial::UnknownKey,
+        Denial::BadSignature,
+        Denial::Expired,
+        Denial::WrongAction,
+        Denial::WrongStream,
+        Denial::WrongIp,
+        Denial::HookDenied,
+        Denial::HookFailed,
+        Denial::HookBusy,
+        Denial::ApiToken,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Denial::Missing => "missing",
+            Denial::Malformed => "malformed",
+            Denial::UnknownKey => "unknown_key",
+            Denial::BadSignature => "bad_signature",
+            Denial::Expired => "expired",
+            Denial::WrongAction => "wrong_action",
+            Denial::WrongStream => "wrong_stream",
+            Denial::WrongIp => "wrong_ip",
+            Denial::HookDenied => "hook_denied",
+            Denial::HookFailed => "hook_failed",
+            Denial::HookBusy => "hook_busy",
+            Denial::ApiToken => "api_token",
+        }
+    }
+
+    /// The denial for a token refusal.
+    pub fn of_token(r: &proto::auth::Refusal) -> Denial {
+        use proto::auth::Refusal as R;
+        match r {
+            R::Missing => Denial::Missing,
+            R::Malformed(_) => Denial::Malformed,
+            R::UnknownKey { .. } => Denial::UnknownKey,
+            R::BadSignature => Denial::BadSignature,
+            R::Expired { .. } => Denial::Expired,
+            R::WrongAction { .. } => Denial::WrongAction,
+            R::WrongStream { .. } => Denial::WrongStream,
+            R::WrongIp { .. } => Denial::WrongIp,
+        }
+    }
+}
+
+/// How a webhook call ended (`shardcast_hook_calls_total{outcome}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// A 2xx answer.
+    Allowed,
+    /// Any other answer.
+    Denied,
+    /// No usable answer after every attempt.
+    Failed,
+    /// Not called: too many calls in flight on the shard.
+    Dropped,
+}
+
+impl HookOutcome {
+    pub const ALL: [HookOutcome; 4] = [
+        HookOutcome::Allowed,
+        HookOutcome::Denied,
+        HookOutcome::Failed,
+        HookOutcome::Dropped,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HookOutcome::Allowed => "allowed",
+            HookOutcome::Denied => "denied",
+            HookOutcome::Failed => "failed",
+            HookOutcome::Dropped => "dropped",
+        }
+    }
 }
 
 /// Why a viewer's connection ended (`shardcast_viewer_disconnects_total{reason}`).
@@ -210,7 +323,7 @@ fn labelled(
 /// The Prometheus text format of every shard's counters and every stream's stats.
 pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> String {
     let mut out = String::with_capacity(4096);
-    let counters: &[(&str, &str, &str, fn(&ShardMetrics) -> &AtomicU64)] = &[
+    let counters: &[(&str, &str, &str, Counter)] = &[
         (
             "shardcast_rtmp_connections_total",
             "counter",
@@ -305,6 +418,18 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
             |m| &m.input_evictions,
         ),
         (
+            "shardcast_audit_lines_total",
+            "counter",
+            "Audit log lines written",
+            |m| &m.audit_lines,
+        ),
+        (
+            "shardcast_audit_dropped_total",
+            "counter",
+            "Audit log lines dropped because the writer fell behind",
+            |m| &m.audit_dropped,
+        ),
+        (
             "shardcast_streams_owned",
             "gauge",
             "Streams this shard owns (its stream table, reconnect grace included)",
@@ -363,8 +488,24 @@ pub fn render(shards: &[ShardMetrics], dir: &StreamDirectory, uptime_s: f64) -> 
         &Timeout::ALL.map(|t| (t.label(), t as usize)),
         |m, i| &m.timeouts[i],
     );
+    labelled(
+        &mut out,
+        shards,
+        "shardcast_access_denied_total",
+        "Publish, play and API requests refused by access control, by reason",
+        &Denial::ALL.map(|r| (r.label(), r as usize)),
+        |m, i| &m.denials[i],
+    );
+    labelled(
+        &mut out,
+        shards,
+        "shardcast_hook_calls_total",
+        "Webhook calls, by outcome (the label is named reason like the others)",
+        &HookOutcome::ALL.map(|r| (r.label(), r as usize)),
+        |m, i| &m.hook_calls[i],
+    );
     // Gauges kept in thousandths, shown as decimals.
-    let scaled: &[(&str, &str, fn(&ShardMetrics) -> &AtomicU64)] = &[
+    let scaled: &[(&str, &str, Counter)] = &[
         (
             "shardcast_write_delay_ms",
             "Viewer write budget in force (stretched under load)",

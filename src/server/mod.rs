@@ -5,12 +5,14 @@
 //!   plain data;
 //! - [`streams`]: the per-shard stream table and the owner-side stream state;
 //!   [`admission`]: who may connect (`[limits]`: per IP, accept rate, global);
+//!   [`access`]: who may publish and play (tokens, hooks, audit, the API token);
 //! - [`shard`]: the shard context every driver takes;
 //! - drivers: [`ingest`] (the publishing side), [`egress`] (the viewer write path),
 //!   [`rtmp`], [`http`] (HTTP-FLV, [`hls`], [`api`], metrics), [`record`]
 //!   (recordings through io_uring), [`pacing`];
 //! - [`app`]: the composition root: start-up, listeners, dispatch, shutdown.
 
+pub mod access;
 pub mod admission;
 pub mod api;
 pub mod app;

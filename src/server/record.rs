@@ -44,10 +44,16 @@ pub enum RecordError {
     },
 }
 
-/// Start recording `key` if the config asks for it.
-pub fn maybe_start(shard: &Rc<Shard>, key: &StreamKey, ring: &Rc<Ring<Frame>>) {
+/// Start recording `key` if the config asks for it; `wanted` (a hook's `"record"`)
+/// overrides the config either way.
+pub fn maybe_start(
+    shard: &Rc<Shard>,
+    key: &StreamKey,
+    ring: &Rc<Ring<Frame>>,
+    wanted: Option<bool>,
+) {
     let rc = &shard.config.record;
-    if !rc.enabled || !rc.records_app(key.app()) {
+    if !wanted.unwrap_or(rc.enabled && rc.records_app(key.app())) {
         return;
     }
     let sub = ring.subscribe();
@@ -89,7 +95,7 @@ impl Configs {
         };
         current
             .as_ref()
-            .map_or(true, |c| c.payload != f.payload || c.codec != f.codec)
+            .is_none_or(|c| c.payload != f.payload || c.codec != f.codec)
     }
 
     fn note(&mut self, f: &Frame) {
@@ -350,6 +356,10 @@ impl Recorder {
             .await
             .map_err(|e| self.io_error(&path, e))?;
         tracing::info!(stream = %self.key, path = %path.display(), bytes, "recording closed");
+        let duration_ms = file.last_dts_ms;
+        self.shard
+            .access
+            .record_done(&self.key, &path, bytes, duration_ms);
         Ok(())
     }
 }

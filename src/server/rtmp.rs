@@ -20,6 +20,7 @@ use shards::event::LocalEvent;
 use shards::hub::{PublishError, SubscribeError};
 use shards::rt::{self, Queue, TcpStream};
 
+use crate::server::access::{Action, Attempt, Ended, Protocol};
 use crate::server::budget::Holder;
 use crate::server::cmd::{Handover, ShardCmd};
 use crate::server::config::PlayMissing;
@@ -74,7 +75,22 @@ struct Session {
     failed: Option<rtmp::RtmpError>,
     /// This connection's share of the shard's input budget.
     input: InputShare,
+    /// The query of the connect (the tcUrl's), where a token may also travel.
+    connect_query: String,
+    /// An accepted publish or play: audited and notified when it ends.
+    ended: Option<Ended>,
 }
+
+/// A publish or play waiting for its access decision (see `Session::decide`).
+struct Ask {
+    action: Action,
+    key: StreamKey,
+    query: String,
+}
+
+/// A publisher to move to the shard that owns its stream: the owner, the stream, a
+/// hook's recording override.
+type Move = (usize, StreamKey, Option<bool>);
 
 /// A connection's place in the shard-wide input budget (`server::budget`), released
 /// when the connection ends.
@@ -133,6 +149,8 @@ pub async fn serve(stream: TcpStream, peer: Option<SocketAddr>, shard: Rc<Shard>
         out: Egress::default(),
         app: None,
         failed: None,
+        connect_query: String::new(),
+        ended: None,
     };
     run(stream, session).await;
 }
@@ -165,11 +183,14 @@ pub fn adopt(shard: &Rc<Shard>, h: Box<Handover>) {
                 app: h.app,
                 failed: None,
                 input: InputShare::new(&shard),
+                connect_query: String::new(),
+                ended: None,
             };
             // Refused (two publishers raced for the stream and both were handed here):
             // the connection goes on like one refused on its first shard, so the loop
             // writes the BadName status the core queued.
-            if let Ok(Some(owner)) = session.start_publish(&h.key) {
+            // Allowed on the first shard already (token and hook): not decided again.
+            if let Ok(Some(owner)) = session.start_publish(&h.key, h.record) {
                 // The stream ended and was published anew on a third shard while this
                 // connection was in flight: refuse rather than chase it.
                 tracing::info!(stream = %h.key, owner, "publish refused: the stream moved during the hand-over");
@@ -206,9 +227,9 @@ const SMALL_READ_BUF: usize = 2 * 1024;
 async fn run(mut stream: TcpStream, mut s: Session) {
     let stall = Duration::from_millis(s.shard.config.streams.send_stall_timeout_ms);
     match turns(&mut stream, &mut s, stall).await {
-        Exit::Handover(owner, key) => {
+        Exit::Handover((owner, key, record)) => {
             let _ = s.out.flush(&mut stream, stall).await;
-            s.hand_over(stream, owner, key);
+            s.hand_over(stream, owner, key, record);
         }
         Exit::End(end) => s.finish(&mut stream, end, stall).await,
     }
@@ -217,7 +238,7 @@ async fn run(mut stream: TcpStream, mut s: Session) {
 /// How [`turns`] left the loop.
 enum Exit {
     /// Move the publisher to the shard that owns its stream.
-    Handover(usize, StreamKey),
+    Handover(Move),
     End(ConnError),
 }
 
@@ -243,6 +264,10 @@ enum ConnError {
     Evicted,
     #[error("kicked through the API")]
     Kicked,
+    /// Access control refused a publish or play (already counted and logged there);
+    /// the error status is written, then the connection closes.
+    #[error("access denied: {0}")]
+    Denied(String),
     #[error("the server is stopping")]
     Stopping,
     #[error("the peer closed the connection")]
@@ -292,7 +317,13 @@ async fn turns(stream: &mut TcpStream, s: &mut Session, stall: Duration) -> Exit
         s.input.update(s.conn.buffered_bytes());
         match s.drain_events() {
             Ok(None) => {}
-            Ok(Some((owner, key))) => return Exit::Handover(owner, key),
+            // Nothing is read meanwhile: the core decodes nothing past a pending
+            // request, and the socket's buffer (not ours) holds what the client sends.
+            Ok(Some(ask)) => match s.decide(ask).await {
+                Ok(None) => continue,
+                Ok(Some(to)) => return Exit::Handover(to),
+                Err(end) => return Exit::End(end),
+            },
             Err(end) => return Exit::End(end),
         }
         match &s.role {
@@ -412,6 +443,7 @@ impl Session {
                 tracing::info!(peer = ?self.peer, error = %end, "RTMP viewer disconnected")
             }
             ConnError::Kicked
+            | ConnError::Denied(_)
             | ConnError::Stopping
             | ConnError::PeerClosed
             | ConnError::Socket(_) => {
@@ -425,7 +457,7 @@ impl Session {
     }
 
     /// Move this publisher's connection to the shard that owns its stream.
-    fn hand_over(self, stream: TcpStream, owner: usize, key: StreamKey) {
+    fn hand_over(self, stream: TcpStream, owner: usize, key: StreamKey, record: Option<bool>) {
         let Session {
             shard,
             peer,
@@ -442,6 +474,7 @@ impl Session {
                     peer,
                     app,
                     key,
+                    record,
                 };
                 shard.hub.send(owner, ShardCmd::AdoptPublisher(Box::new(h)));
             }
@@ -451,14 +484,28 @@ impl Session {
         }
     }
 
-    /// Act on the core's events. `Ok(Some((owner, key)))`: hand the publisher over.
-    fn drain_events(&mut self) -> Result<Option<(usize, StreamKey)>, ConnError> {
+    /// Act on the core's events, until a publish or play needs an access decision.
+    fn drain_events(&mut self) -> Result<Option<Ask>, ConnError> {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 RtmpEvent::Transmit(b) => self.out.push(b),
-                RtmpEvent::ConnectRequested { app, .. } => {
+                RtmpEvent::ConnectRequested { app, query, .. } => {
                     let apps = &self.shard.config.rtmp.apps;
-                    if apps.is_empty() || apps.contains(&app) {
+                    let known = apps.is_empty() || apps.contains(&app);
+                    let token = known.then(|| {
+                        self.shard
+                            .access
+                            .check_connect_token(&app, &query, self.peer)
+                    });
+                    if let Some(Err(denied)) = token {
+                        let reason = format!("unauthorized: {}", denied.message);
+                        if let Err(e) = self.conn.reject_connect(&reason) {
+                            return Err(ConnError::Decision {
+                                what: "connect reject",
+                                error: e,
+                            });
+                        }
+                    } else if known {
                         if let Err(e) = self.conn.accept_connect() {
                             return Err(ConnError::Decision {
                                 what: "connect accept",
@@ -466,6 +513,7 @@ impl Session {
                             });
                         }
                         self.app = Some(app);
+                        self.connect_query = query;
                     } else {
                         ShardMetrics::add(&self.shard.metrics().rejected, 1);
                         // Debug-quoted: a peer's newline must not forge a log line.
@@ -482,7 +530,7 @@ impl Session {
                         }
                     }
                 }
-                RtmpEvent::PublishRequested { name, .. } => {
+                RtmpEvent::PublishRequested { name, query, .. } => {
                     let Some(key) = self.key_for(&name) else {
                         let r = self.conn.reject_publish(
                             "NetStream.Publish.BadName",
@@ -496,17 +544,13 @@ impl Session {
                         }
                         continue;
                     };
-                    if let Ok(Some(owner)) = self.start_publish(&key) {
-                        return Ok(Some((owner, key)));
-                    }
-                    if let Some(e) = self.failed.take() {
-                        return Err(ConnError::Decision {
-                            what: "publish decision",
-                            error: e,
-                        });
-                    }
+                    return Ok(Some(Ask {
+                        action: Action::Publish,
+                        key,
+                        query,
+                    }));
                 }
-                RtmpEvent::PlayRequested { name, .. } => {
+                RtmpEvent::PlayRequested { name, query, .. } => {
                     let Some(key) = self.key_for(&name) else {
                         let r = self.conn.reject_play(
                             "NetStream.Play.StreamNotFound",
@@ -520,13 +564,11 @@ impl Session {
                         }
                         continue;
                     };
-                    self.start_play(&key);
-                    if let Some(e) = self.failed.take() {
-                        return Err(ConnError::Decision {
-                            what: "play decision",
-                            error: e,
-                        });
-                    }
+                    return Ok(Some(Ask {
+                        action: Action::Play,
+                        key,
+                        query,
+                    }));
                 }
                 RtmpEvent::Media {
                     kind,
@@ -554,13 +596,83 @@ impl Session {
                         filter.video = on;
                     }
                 }
-                RtmpEvent::Unpublished => self.role = Role::Idle,
+                RtmpEvent::Unpublished => {
+                    self.role = Role::Idle;
+                    self.ended = None;
+                }
                 RtmpEvent::PlayStopped => {
                     self.viewer_gone(Disconnect::PeerClosed);
                     self.role = Role::Idle;
+                    self.ended = None;
                 }
                 RtmpEvent::Closed(reason) => return Err(ConnError::Core(reason)),
             }
+        }
+        Ok(None)
+    }
+
+    /// Decide a publish or play (token, hook) and answer the core. `Ok(Some(..))`:
+    /// hand the publisher over to the stream's owner shard.
+    async fn decide(&mut self, ask: Ask) -> Result<Option<Move>, ConnError> {
+        // The token may come after the stream name (OBS: "cam?token=T") or in the
+        // tcUrl; the stream name's wins.
+        let query = match (ask.query.is_empty(), self.connect_query.is_empty()) {
+            (_, true) => ask.query.clone(),
+            (true, false) => self.connect_query.clone(),
+            (false, false) => format!("{}&{}", ask.query, self.connect_query),
+        };
+        let attempt = Attempt {
+            protocol: Protocol::Rtmp,
+            action: ask.action,
+            key: &ask.key,
+            query: &query,
+            peer: self.peer,
+        };
+        let access = std::rc::Rc::clone(&self.shard.access);
+        let allowed = match access.decide(&attempt).await {
+            Ok(allowed) => allowed,
+            Err(denied) => {
+                let (code, r) = match ask.action {
+                    Action::Publish => (
+                        "NetStream.Publish.Unauthorized",
+                        self.conn
+                            .reject_publish("NetStream.Publish.Unauthorized", &denied.message),
+                    ),
+                    Action::Play => (
+                        "NetStream.Play.Unauthorized",
+                        self.conn
+                            .reject_play("NetStream.Play.Unauthorized", &denied.message),
+                    ),
+                };
+                if let Err(e) = r {
+                    return Err(ConnError::Decision {
+                        what: "access refusal",
+                        error: e,
+                    });
+                }
+                // The error status goes out before the close.
+                while let Some(ev) = self.conn.poll_event() {
+                    if let RtmpEvent::Transmit(b) = ev {
+                        self.out.push(b);
+                    }
+                }
+                return Err(ConnError::Denied(format!("{code}: {}", denied.message)));
+            }
+        };
+        let key = allowed.key;
+        match ask.action {
+            Action::Publish => {
+                if let Ok(Some(owner)) = self.start_publish(&key, allowed.record) {
+                    return Ok(Some((owner, key, allowed.record)));
+                }
+            }
+            Action::Play => self.start_play(&key),
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(ConnError::Decision {
+                what: "publish or play decision",
+                error: e,
+            });
         }
         Ok(None)
     }
@@ -579,11 +691,22 @@ impl Session {
     }
 
     /// `Ok(Some(owner))`: hand the connection to that shard.
-    fn start_publish(&mut self, key: &StreamKey) -> Result<Option<usize>, ()> {
-        match Ingest::start(&self.shard, key) {
+    fn start_publish(
+        &mut self,
+        key: &StreamKey,
+        record: Option<bool>,
+    ) -> Result<Option<usize>, ()> {
+        match Ingest::start(&self.shard, key, record) {
             Ok(ingest) => {
                 self.decided(|c| c.accept_publish());
                 self.role = Role::Publishing(Box::new(ingest));
+                self.ended = Some(Ended::new(
+                    &self.shard.access,
+                    Protocol::Rtmp,
+                    Action::Publish,
+                    key,
+                    self.peer,
+                ));
                 Ok(None)
             }
             Err(PublishError::OwnedElsewhere { owner }) => Ok(Some(owner)),
@@ -600,6 +723,7 @@ impl Session {
         match self.shard.hub.subscribe(key) {
             Ok(sub) => {
                 self.decided(|c| c.accept_play());
+                self.ended = Some(self.play_ended(key));
                 tracing::debug!(stream = %key, remote = sub.is_remote(), "RTMP viewer joined");
                 let viewer = self.shard.hold(|m| &m.rtmp_viewers);
                 self.role = Role::Playing {
@@ -612,6 +736,7 @@ impl Session {
                 if self.shard.config.rtmp.play_missing == PlayMissing::Wait =>
             {
                 self.decided(|c| c.accept_play());
+                self.ended = Some(self.play_ended(key));
                 let wait = Duration::from_millis(self.shard.config.streams.idle_timeout_ms);
                 tracing::debug!(stream = %key, "RTMP viewer waits for the stream to be published");
                 self.role = Role::Waiting {
@@ -649,8 +774,19 @@ impl Session {
                 tracing::info!(stream = %key, error = %e, "RTMP viewer stopped waiting");
                 self.conn.publish_ended();
                 self.role = Role::Idle;
+                self.ended = None;
             }
         }
+    }
+
+    fn play_ended(&self, key: &StreamKey) -> Ended {
+        Ended::new(
+            &self.shard.access,
+            Protocol::Rtmp,
+            Action::Play,
+            key,
+            self.peer,
+        )
     }
 
     fn viewer_ended(&mut self, end: EgressEnd) {
@@ -670,6 +806,7 @@ impl Session {
             }
         }
         self.role = Role::Idle;
+        self.ended = None;
     }
 }
 
@@ -695,6 +832,7 @@ mod tests {
             (ConnError::Socket(io()), Disconnect::Error, false),
             (ConnError::Evicted, Disconnect::Error, true),
             (ConnError::Kicked, Disconnect::Error, true),
+            (ConnError::Denied("x".into()), Disconnect::Error, true),
             (ConnError::Stopping, Disconnect::Error, true),
         ];
         for (end, disconnect, flush) in cases {

@@ -12,6 +12,7 @@ use proto::media::StreamKey;
 use shards::event::LocalEvent;
 use shards::Shutdown;
 
+use crate::server::access::Access;
 use crate::server::admission::Admission;
 use crate::server::budget::InputBudget;
 use crate::server::config::Config;
@@ -38,6 +39,8 @@ pub struct Shard {
     pub streams: RefCell<StreamTable>,
     /// Peer input all of this shard's connections hold (`limits.max_buffered_input_bytes_per_shard`).
     pub input_budget: RefCell<InputBudget>,
+    /// Who may publish and play (`[auth]`, `[hooks]`, `[audit]`).
+    pub access: Rc<Access>,
 }
 
 /// A raised gauge (see [`Shard::hold`]).

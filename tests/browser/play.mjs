@@ -78,6 +78,11 @@ try {
   });
   const tab = context.pages()[0] || (await context.newPage());
   const consoleErrors = [];
+  // Every request the player makes to the stream's origin, for tests that check what
+  // each one carries (a token in the query).
+  const streamOrigin = new URL(url).origin;
+  const requests = [];
+  tab.on("request", (r) => r.url().startsWith(streamOrigin) && requests.push(r.url()));
   tab.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
   tab.on("pageerror", (e) => consoleErrors.push(String(e)));
   await tab.goto(pageUrl);
@@ -148,7 +153,7 @@ try {
     },
     { url, watchSeconds },
   );
-  Object.assign(result, measured, { consoleErrors });
+  Object.assign(result, measured, { consoleErrors, requests });
 } catch (e) {
   result.exception = String(e && e.stack ? e.stack : e);
 } finally {

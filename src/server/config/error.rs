@@ -33,6 +33,9 @@ pub enum ConfigError {
     },
     #[error("cannot print the effective config as TOML: {0}")]
     Print(#[from] toml::ser::Error),
+    /// `shardcast token` could not mint (no keys, an unreadable secret, a bad flag).
+    #[error("cannot mint a token: {0}")]
+    Token(String),
     #[error("cannot write the config report to stdout: {0}")]
     Output(#[source] std::io::Error),
 }

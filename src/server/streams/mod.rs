@@ -153,7 +153,7 @@ impl StreamTable {
     /// wake its blocked requests, which then answer 404.
     pub fn ended(&mut self, key: &StreamKey, claim: Option<ClaimId>) {
         if let Some(o) = self.owned.get(key) {
-            if claim.map_or(true, |c| c == o.claim) {
+            if claim.is_none_or(|c| c == o.claim) {
                 self.owned.remove(key);
                 self.gauges();
             }
