@@ -213,6 +213,29 @@ fn publishing_needs_a_valid_token_and_each_bad_one_is_refused_with_its_reason() 
     publish_status(&server, &format!("cam5?token={unknown}"));
     refused_with(&server, "live/cam5", "unknown_key");
 
+    // Bound to another client address.
+    let bound = mint(
+        &mint_cfg,
+        "live/cam6",
+        "publish",
+        60,
+        &["--ip", "127.0.0.2"],
+    );
+    publish_status(&server, &format!("cam6?token={bound}"));
+    refused_with(&server, "live/cam6", "wrong_ip");
+    let here = mint(
+        &mint_cfg,
+        "live/cam6",
+        "publish",
+        60,
+        &["--ip", "127.0.0.1"],
+    );
+    let st = publish_status(&server, &format!("cam6?token={here}"));
+    assert!(
+        st.iter().any(|s| s == "NetStream.Publish.Start"),
+        "IP-bound token: {st:?}"
+    );
+
     // Rotation: the older key (second in the list) still signs valid tokens, and a
     // token in the tcUrl (connect) works like one after the stream name.
     let rotated = mint(&mint_cfg, "live/rot", "publish", 60, &["--key-id", "k0"]);
@@ -294,6 +317,7 @@ fn publishing_needs_a_valid_token_and_each_bad_one_is_refused_with_its_reason() 
         "expired",
         "bad_signature",
         "unknown_key",
+        "wrong_ip",
     ] {
         assert!(
             denied(&server, reason) >= 1.0,
@@ -489,6 +513,8 @@ class H(http.server.BaseHTTPRequestHandler):
             code, answer = 403, {"reason": "banned by the test hook"}
         elif stream.endswith("/redir"):
             code, answer = 200, {"stream": "live/redirected"}
+        elif stream.endswith("/rec") and self.path == "/on_publish":
+            code, answer = 200, {"record": True}
         else:
             code, answer = 200, {}
         data = json.dumps(answer).encode()
@@ -543,11 +569,12 @@ impl HookServer {
             "[hooks.on_publish]\nurl = \"{}\"\ntimeout_ms = 800\nretries = 0\nfail = \"{fail}\"\n\
              [hooks.on_play]\nurl = \"{}\"\ntimeout_ms = 800\nretries = 0\nfail = \"{fail}\"\n\
              [hooks.on_unpublish]\nurl = \"{}\"\n[hooks.on_stop]\nurl = \"{}\"\n\
-             [audit]\nfile = \"audit.log\"\n",
+             [hooks.on_record_done]\nurl = \"{}\"\n[audit]\nfile = \"audit.log\"\n",
             url("on_publish"),
             url("on_play"),
             url("on_unpublish"),
             url("on_stop"),
+            url("on_record_done"),
         )
     }
 }
@@ -627,6 +654,32 @@ fn webhooks_allow_deny_redirect_notify_and_time_out_closed_or_open() {
     let redir = publish_testsrc(&server.rtmp_url("live/redir"), 30, 25);
     wait_publishing(&server, "live/redirected");
     assert_eq!(server.get("/api/streams/live/redir").0, 404);
+
+    // A hook that switches recording on (it is off in the config): the file is written
+    // and on_record_done reports it.
+    let rec = publish_testsrc(&server.rtmp_url("live/rec"), 3, 25);
+    let out = rec.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut done = None;
+    wait_for("on_record_done", Duration::from_secs(20), || {
+        done = hook
+            .calls()
+            .into_iter()
+            .find(|c| c["path"] == "/on_record_done" && c["body"]["stream"] == "live/rec");
+        done.is_some()
+    });
+    let done = done.unwrap();
+    let path = server.dir.join(done["body"]["path"].as_str().unwrap());
+    assert!(done["body"]["bytes"].as_u64().unwrap() > 10_000, "{done}");
+    assert!(
+        std::fs::metadata(&path).unwrap().len() > 10_000,
+        "{}",
+        path.display()
+    );
 
     // Play hook and the notifications of ends.
     let (frames, _, _) = decode(&server.http_url("live/ok.flv"), 1);
