@@ -455,7 +455,7 @@ impl Access {
         };
         if let Some(hook) = hook {
             let body = self.hook_body(hook.name, a, allowed.claims.as_ref());
-            let verdict = self.call_decision(hook, body).await;
+            let verdict = self.call_decision(HookRef::Decide(a.action), body).await;
             let fail = hook.config.fail;
             let (outcome, denied) = match verdict {
                 HookVerdict::Allow { key, record } => {
@@ -662,12 +662,23 @@ impl Access {
         Some(Slot(Rc::clone(self)))
     }
 
-    async fn call_decision(self: &Rc<Self>, hook: &Hook, body: Value) -> HookVerdict {
-        let Some(_slot) = self.take_slot() else {
+    /// Call a decision hook in a task of the shard's control queue, so its I/O is
+    /// scheduled with the control plane's share of the shard, not the media's; the
+    /// connection awaits the answer (and dropping it cancels the call).
+    async fn call_decision(self: &Rc<Self>, which: HookRef, body: Value) -> HookVerdict {
+        let Some(slot) = self.take_slot() else {
             return HookVerdict::Failed(BUSY.to_owned());
         };
+        let access = Rc::clone(self);
         let body = body.to_string().into_bytes();
-        let verdict = match call(hook, &body).await {
+        let task = rt::spawn_task(Queue::Control, async move {
+            let _slot = slot;
+            match which.get(&access.gate.hooks) {
+                Some(hook) => call(hook, &body).await,
+                None => Err("the hook is not configured".to_owned()),
+            }
+        });
+        let verdict = match task.await {
             Ok(answer) if (200..300).contains(&answer.status) => allow_from(&answer.body),
             Ok(answer) => HookVerdict::Deny(reason_from(&answer.body)),
             Err(why) => HookVerdict::Failed(why),
@@ -756,9 +767,11 @@ impl Drop for Ended {
     }
 }
 
-/// A notification hook, named without borrowing the gate across the spawn.
+/// A hook, named without borrowing the gate across a spawn.
 #[derive(Clone, Copy)]
 enum HookRef {
+    /// `on_publish` or `on_play`.
+    Decide(Action),
     Unpublish,
     Stop,
     RecordDone,
@@ -774,6 +787,8 @@ impl HookRef {
 
     fn get(self, hooks: &Hooks) -> Option<&Hook> {
         match self {
+            HookRef::Decide(Action::Publish) => hooks.on_publish.as_ref(),
+            HookRef::Decide(Action::Play) => hooks.on_play.as_ref(),
             HookRef::Unpublish => hooks.on_unpublish.as_ref(),
             HookRef::Stop => hooks.on_stop.as_ref(),
             HookRef::RecordDone => hooks.on_record_done.as_ref(),
