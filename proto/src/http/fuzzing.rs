@@ -3,7 +3,9 @@
 
 use bytes::BytesMut;
 
-use super::{parse_request, HttpError, Limits, Request, Response};
+use super::{
+    parse_request, parse_response_head, ChunkedDecoder, HttpError, Limits, Request, Response,
+};
 
 type Outcome = (Vec<Request>, Option<HttpError>);
 
@@ -59,6 +61,76 @@ pub fn http_request(data: &[u8]) {
     );
 }
 
+/// Parses `data` as a response (head, then a chunked or raw body), as the server's
+/// webhook client reads a hook's answer: whole and split at a point chosen by the first
+/// two bytes, with the same head and body either way.
+pub fn http_response(data: &[u8]) {
+    if data.len() < 2 {
+        return;
+    }
+    let at = usize::from(u16::from_be_bytes([data[0], data[1]]));
+    let data = &data[2..];
+    let at = at % (data.len() + 1);
+    let read = |chunks: &[&[u8]]| {
+        let limits = Limits {
+            max_head_bytes: 512,
+            max_headers: 8,
+            max_body_bytes: 256,
+        };
+        let mut buf = BytesMut::new();
+        let mut head = None;
+        let mut rest = chunks.iter();
+        for c in rest.by_ref() {
+            buf.extend_from_slice(c);
+            match parse_response_head(&mut buf, &limits) {
+                Ok(Some(h)) => {
+                    head = Some(h);
+                    break;
+                }
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        let head = head?;
+        let mut body = Vec::new();
+        if head.is_chunked() {
+            let mut d = ChunkedDecoder::new(256);
+            d.push(&buf);
+            loop {
+                loop {
+                    match d.poll_data() {
+                        Ok(Some(b)) => body.extend_from_slice(&b),
+                        Ok(None) => break,
+                        Err(_) => return Some((head, body, false)),
+                    }
+                }
+                match rest.next() {
+                    Some(c) => d.push(c),
+                    None => break,
+                }
+            }
+            let done = d.is_done();
+            Some((head, body, done))
+        } else {
+            body.extend_from_slice(&buf);
+            for c in rest {
+                body.extend_from_slice(c);
+            }
+            Some((head, body, true))
+        }
+    };
+    let whole = read(&[data]);
+    let split = read(&[&data[..at], &data[at..]]);
+    // A head-too-large error can come earlier in one than the other; a head both
+    // parse is the same, and so is a body both read to its end.
+    if let (Some((h1, b1, ok1)), Some((h2, b2, ok2))) = (&whole, &split) {
+        assert_eq!(h1, h2, "split at {at}");
+        if *ok1 && *ok2 {
+            assert_eq!(b1, b2, "split at {at}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +176,10 @@ mod tests {
     fn fuzz_corpus_replays() {
         let n = crate::testkit::replay_corpus("http/corpus/http_request", http_request);
         assert!(n >= 5);
+        let n = crate::testkit::replay_corpus("http/corpus/http_response", http_response);
+        assert!(n >= 5);
+        for seed in crate::testkit::corpus("http/corpus/http_response") {
+            crate::testkit::for_each_mutation(&seed.data, 500, http_response);
+        }
     }
 }
