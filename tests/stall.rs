@@ -18,12 +18,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::healthy::{probe_health, watch_flv, watch_rtmp, Probe};
 use common::*;
 use proto::rtmp::MediaKind;
 
@@ -62,167 +63,6 @@ fn frames(server: &Server, key: &str) -> u64 {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no frames counter for {key}: {text}"))
-}
-
-/// What a healthy viewer saw: its media, and the longest wall-clock wait for bytes.
-struct Seen {
-    what: String,
-    media: Vec<Media>,
-    max_wall_gap: Duration,
-    window: Duration,
-}
-
-impl Seen {
-    /// Every frame: video timestamps never jump more than 500 ms, and the count matches
-    /// the publish rate over the window.
-    fn assert_every_frame(&self, log: &dyn Fn() -> String) {
-        // AVC sequence headers (packet type 0) are not frames.
-        let video: Vec<u32> = self
-            .media
-            .iter()
-            .filter(|m| m.kind == MediaKind::Video && m.body.get(1) != Some(&0))
-            .map(|m| m.timestamp_ms)
-            .collect();
-        let worst = video
-            .windows(2)
-            .map(|w| w[1].wrapping_sub(w[0]))
-            .max()
-            .unwrap_or(u32::MAX);
-        let expected = FPS * (self.window.as_secs_f64() - 1.5);
-        let diag = || {
-            format!(
-                "{}: {} video frames (expected ≥ {expected:.0}), worst timestamp step {worst} ms, \
-                 longest wait for bytes {:?}\nserver log:\n{}",
-                self.what,
-                video.len(),
-                self.max_wall_gap,
-                log()
-            )
-        };
-        assert!(video.len() >= 2, "{}", diag());
-        assert!(worst <= 500, "timestamp gap: {}", diag());
-        assert!(
-            self.max_wall_gap <= Duration::from_millis(500),
-            "no bytes for a while: {}",
-            diag()
-        );
-        assert!(
-            video.len() as f64 >= expected * 0.9,
-            "frames missing: {}",
-            diag()
-        );
-        let span_frames = (video[video.len() - 1] - video[0]) as f64 / 1000.0 * FPS + 1.0;
-        assert!(
-            (video.len() as f64 - span_frames).abs() <= 2.0,
-            "frames missing inside the timestamp span ({span_frames:.0} expected): {}",
-            diag()
-        );
-    }
-}
-
-/// An HTTP-FLV viewer reading `path` for `window` on its own thread.
-fn watch_flv(server: &Server, path: &str, window: Duration) -> JoinHandle<Seen> {
-    let addr = server.http_addr();
-    let what = format!("HTTP-FLV viewer of {path}");
-    let path = path.to_owned();
-    std::thread::spawn(move || {
-        let mut sock = TcpStream::connect(addr).unwrap();
-        write!(sock, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        let (raw, max_wall_gap) = read_for(&mut sock, window);
-        let (status, head, body) = parse_response(&raw);
-        assert_eq!(status, 200, "{what}: {head}");
-        Seen {
-            what,
-            media: flv_tags_in(&body),
-            max_wall_gap,
-            window,
-        }
-    })
-}
-
-/// Read for `window`; returns the bytes and the longest wait between reads (after the first).
-fn read_for(sock: &mut TcpStream, window: Duration) -> (Vec<u8>, Duration) {
-    let deadline = Instant::now() + window;
-    let (mut raw, mut buf) = (Vec::new(), vec![0u8; 65536]);
-    let (mut last, mut max_gap) = (None::<Instant>, Duration::ZERO);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        sock.set_read_timeout(Some(left)).unwrap();
-        match sock.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let now = Instant::now();
-                if let Some(l) = last {
-                    max_gap = max_gap.max(now - l);
-                }
-                last = Some(now);
-                raw.extend_from_slice(&buf[..n]);
-            }
-        }
-    }
-    if let Some(l) = last {
-        max_gap = max_gap.max(Instant::now() - l);
-    }
-    (raw, max_gap)
-}
-
-/// An RTMP viewer (the harness's client, on the server's own RTMP core) for `window`.
-fn watch_rtmp(server: &Server, app: &str, name: &str, window: Duration) -> JoinHandle<Seen> {
-    let port = server.rtmp_port;
-    let (app, name) = (app.to_owned(), name.to_owned());
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + window;
-        let mut c = RtmpClient::player(port, &app, &name);
-        c.expect_status("NetStream.Play.Start");
-        let (mut last, mut max_gap, mut seen) = (Instant::now(), Duration::ZERO, c.media.len());
-        while Instant::now() < deadline && !c.closed {
-            c.pump(Duration::from_millis(20));
-            let now = Instant::now();
-            if c.media.len() > seen {
-                seen = c.media.len();
-                last = now;
-            }
-            max_gap = max_gap.max(now - last);
-        }
-        let what = format!("RTMP viewer of {app}/{name}");
-        let media = std::mem::take(&mut c.media);
-        c.stop();
-        Seen {
-            what,
-            media,
-            max_wall_gap: max_gap,
-            window,
-        }
-    })
-}
-
-/// `/healthz` every 250 ms for `window`: the failures (slow or not 200) with their times.
-fn probe_health(addr: SocketAddr, window: Duration) -> JoinHandle<(usize, Vec<String>)> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let (mut probes, mut bad) = (0, Vec::new());
-        while start.elapsed() < window {
-            let t = Instant::now();
-            let ok = (|| -> std::io::Result<bool> {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-                s.set_read_timeout(Some(Duration::from_secs(1)))?;
-                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
-                let mut raw = Vec::new();
-                s.read_to_end(&mut raw)?;
-                Ok(raw.starts_with(b"HTTP/1.1 200"))
-            })();
-            let took = t.elapsed();
-            probes += 1;
-            if !matches!(ok, Ok(true)) || took > Duration::from_secs(1) {
-                bad.push(format!("at {:?}: {ok:?} after {took:?}", t - start));
-            }
-            std::thread::sleep(Duration::from_millis(250).saturating_sub(took));
-        }
-        (probes, bad)
-    })
 }
 
 fn assert_healthy(probes: JoinHandle<(usize, Vec<String>)>, server: &Server) {
@@ -277,7 +117,7 @@ fn stalled_viewers_are_dropped_and_nobody_else_waits() {
         watch_flv(&server, "/live/st.flv", window),
         watch_flv(&server, "/live/other.flv", window),
     ];
-    let health = probe_health(server.http_addr(), window);
+    let health = probe_health(server.http_addr(), window, Probe::Fresh);
 
     // Five HTTP-FLV viewers that never read, and a frozen ffmpeg RTMP player.
     let mut stuck: Vec<TcpStream> = (0..5)
@@ -425,7 +265,7 @@ fn a_pipelining_flood_that_never_reads_blocks_nobody() {
 
     let window = Duration::from_secs(10);
     let viewer = watch_flv(&server, "/live/st.flv", window);
-    let health = probe_health(server.http_addr(), window);
+    let health = probe_health(server.http_addr(), window, Probe::Fresh);
 
     let addr = server.http_addr();
     let flood = std::thread::spawn(move || {
