@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn reads_what_the_server_side_writes() {
         let request = parse_request(
-            &mut BytesMut::from("GET /live/a.flv HTTP/1.1\r\n\r\n"),
+            &mut BytesMut::from("GET /live/a.flv HTTP/1.1\r\nHost: h\r\n\r\n"),
             &Limits::default(),
         )
         .unwrap()

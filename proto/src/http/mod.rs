@@ -52,6 +52,10 @@ pub enum HttpError {
     UnsupportedTransferEncoding { coding: String },
     #[error("request body of {size} bytes exceeds the {limit}-byte limit")]
     BodyTooLarge { size: u64, limit: usize },
+    /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field, any request at
+    /// most one.
+    #[error("request has {count} Host header fields; HTTP/1.1 needs exactly one")]
+    BadHost { count: usize },
 }
 
 impl HttpError {
@@ -66,7 +70,8 @@ impl HttpError {
             | HttpError::BadTarget { .. }
             | HttpError::BadPercentEncoding { .. }
             | HttpError::EncodedSlash { .. }
-            | HttpError::BadContentLength { .. } => Status::BAD_REQUEST,
+            | HttpError::BadContentLength { .. }
+            | HttpError::BadHost { .. } => Status::BAD_REQUEST,
             HttpError::ChunkedBody => Status::LENGTH_REQUIRED,
             HttpError::UnsupportedTransferEncoding { .. } => Status::NOT_IMPLEMENTED,
             HttpError::BodyTooLarge { .. } => Status::PAYLOAD_TOO_LARGE,

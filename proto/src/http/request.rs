@@ -199,6 +199,10 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Reque
         Version::Http10 => request.has_token("connection", "keep-alive"),
     };
 
+    let hosts = request.headers.iter().filter(|(n, _)| n == "host").count();
+    if hosts > 1 || (hosts == 0 && version == Version::Http11) {
+        return Err(HttpError::BadHost { count: hosts });
+    }
     if let Some(coding) = request.header("transfer-encoding") {
         // RFC 9112 6.1: with Transfer-Encoding the length comes from chunked framing,
         // which we do not accept for requests; never fall back to Content-Length
@@ -406,14 +410,32 @@ mod tests {
     }
 
     #[test]
+    fn http11_needs_exactly_one_host() {
+        for wire in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            let e = one(wire).unwrap_err();
+            assert!(matches!(e, HttpError::BadHost { .. }), "{e}");
+            assert_eq!(e.status().code(), 400);
+        }
+        // HTTP/1.0 predates Host.
+        assert!(one(b"GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    }
+
+    #[test]
     fn keep_alive_rules() {
         let cases: [(&[u8], bool); 5] = [
-            (b"GET / HTTP/1.1\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n",
+                false,
+            ),
             (b"GET / HTTP/1.0\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
             (
-                b"GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n",
                 false,
             ),
         ];
@@ -453,7 +475,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_stay_in_the_buffer() {
-        let wire = b"GET /a.flv HTTP/1.1\r\n\r\nHEAD /b.m3u8 HTTP/1.1\r\n\r\nPOST /c HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /d";
+        let wire = b"GET /a.flv HTTP/1.1\r\nHost: h\r\n\r\nHEAD /b.m3u8 HTTP/1.1\r\nHost: h\r\n\r\nPOST /c HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhiGET /d";
         let (requests, error, left) = parse_all(wire, &Limits::default());
         assert_eq!(error, None);
         let paths: Vec<_> = requests
@@ -475,7 +497,10 @@ mod tests {
     #[test]
     fn limits_map_to_414_431_and_413() {
         let limits = Limits::default();
-        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
         let e = one(long.as_bytes()).unwrap_err();
         assert_eq!(e, HttpError::HeadTooLarge { limit: 8192 });
         assert_eq!(e.status(), Status::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -492,15 +517,17 @@ mod tests {
         }
 
         let many: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
-        let e = one(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).unwrap_err();
+        let e = one(format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n").as_bytes()).unwrap_err();
         assert_eq!(e, HttpError::TooManyHeaders { limit: 64 });
         assert_eq!(e.status().code(), 431);
-        let ok: String = (0..64).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert!(one(format!("GET / HTTP/1.1\r\n{ok}\r\n").as_bytes())
-            .unwrap()
-            .is_some());
+        let ok: String = (0..63).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert!(
+            one(format!("GET / HTTP/1.1\r\nHost: h\r\n{ok}\r\n").as_bytes())
+                .unwrap()
+                .is_some()
+        );
 
-        let e = one(b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n").unwrap_err();
+        let e = one(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 65537\r\n\r\n").unwrap_err();
         assert_eq!(
             e,
             HttpError::BodyTooLarge {
@@ -514,34 +541,34 @@ mod tests {
     #[test]
     fn transfer_encoding_is_refused() {
         let e =
-            one(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            one(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
                 .unwrap_err();
         assert_eq!(
             (e.clone(), e.status().code()),
             (HttpError::ChunkedBody, 411)
         );
         let e = one(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
         )
         .unwrap_err();
         assert_eq!(e.status().code(), 411);
-        let e = one(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err();
+        let e = one(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err();
         assert_eq!(e.status().code(), 501);
     }
 
     #[test]
     fn bad_requests_are_400() {
         for wire in [
-            &b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"[..],
-            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-            b"GET /a%zz HTTP/1.1\r\n\r\n",
-            b"GET /a%ff HTTP/1.1\r\n\r\n",
-            b"GET /?a=%4 HTTP/1.1\r\n\r\n",
-            b"GET a/b HTTP/1.1\r\n\r\n",
+            &b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a%ff HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /?a=%4 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET a/b HTTP/1.1\r\nHost: h\r\n\r\n",
             b"GET / HTTP/2.0\r\n\r\n",
-            b"G\x01T / HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"G\x01T / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n",
         ] {
             let e = one(wire).unwrap_err();
             assert_eq!(
@@ -552,7 +579,7 @@ mod tests {
             );
         }
         // Repeated but agreeing lengths are fine.
-        let r = one(b"PUT / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\nx")
+        let r = one(b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\nx")
             .unwrap()
             .unwrap();
         assert_eq!(&r.body[..], b"x");
@@ -562,15 +589,19 @@ mod tests {
     fn encoded_slashes_in_the_path_are_refused() {
         for wire in [
             &b"GET /api%2Fstreams HTTP/1.1
+Host: h
 
 "[..],
             b"POST /api/streams/live%2fcam/kick HTTP/1.1
+Host: h
 
 ",
             b"GET /live%2Fcam.flv HTTP/1.1
+Host: h
 
 ",
             b"GET http://h/live/cam%2f..%2fx.m3u8 HTTP/1.1
+Host: h
 
 ",
         ] {
@@ -584,12 +615,14 @@ mod tests {
         }
         // In the query, and as other escapes, it is only data.
         let r = one(b"GET /live/cam.m3u8?next=%2Flive%2Fb HTTP/1.1
+Host: h
 
 ")
         .unwrap()
         .unwrap();
         assert_eq!(r.query("next"), Some("/live/b"));
         let r = one(b"GET /a%252Fb HTTP/1.1
+Host: h
 
 ")
         .unwrap()
@@ -599,21 +632,25 @@ mod tests {
 
     #[test]
     fn target_forms() {
-        let r = one(b"GET http://example.com:8080/live/a.flv?t=1 HTTP/1.1\r\n\r\n")
+        let r = one(b"GET http://example.com:8080/live/a.flv?t=1 HTTP/1.1\r\nHost: h\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!((r.path.as_str(), r.query("t")), ("/live/a.flv", Some("1")));
-        let r = one(b"GET http://example.com HTTP/1.1\r\n\r\n")
+        let r = one(b"GET http://example.com HTTP/1.1\r\nHost: h\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(r.path, "/");
-        let r = one(b"GET http://example.com?a=b HTTP/1.1\r\n\r\n")
+        let r = one(b"GET http://example.com?a=b HTTP/1.1\r\nHost: h\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!((r.path.as_str(), r.query("a")), ("/", Some("b")));
-        let r = one(b"OPTIONS * HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        let r = one(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.path, "*");
-        let r = one(b"BREW /pot HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        let r = one(b"BREW /pot HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.method, Method::Other("BREW".into()));
         assert_eq!(r.method.as_str(), "BREW");
     }

@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn full_body_with_length() {
-        let get = request("GET /x.m3u8 HTTP/1.1\r\n\r\n");
+        let get = request("GET /x.m3u8 HTTP/1.1\r\nHost: h\r\n\r\n");
         let e = Response::with_body(
             Status::OK,
             "application/vnd.apple.mpegurl",
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn head_gets_headers_only() {
-        let head = request("HEAD /x.m3u8 HTTP/1.1\r\n\r\n");
+        let head = request("HEAD /x.m3u8 HTTP/1.1\r\nHost: h\r\n\r\n");
         let e = Response::with_body(Status::OK, "text/plain", Bytes::from_static(b"12345"))
             .encode(&head);
         assert!(
@@ -364,7 +364,7 @@ mod tests {
     fn streams_are_chunked_for_http11_and_until_close_for_http10() {
         let e = Response::stream("video/x-flv")
             .cors("*")
-            .encode(&request("GET /a.flv HTTP/1.1\r\n\r\n"));
+            .encode(&request("GET /a.flv HTTP/1.1\r\nHost: h\r\n\r\n"));
         assert!(text(&e.head).contains("Cache-Control: no-cache\r\n"));
         assert!(text(&e.head).contains("Transfer-Encoding: chunked\r\n"));
         assert!(!text(&e.head).contains("Content-Length"));
@@ -387,15 +387,19 @@ mod tests {
         assert!(e.keep_alive);
         let e = ok().encode(&request("GET / HTTP/1.0\r\n\r\n"));
         assert!(text(&e.head).ends_with("Connection: close\r\n\r\n") && !e.keep_alive);
-        let e = ok().encode(&request("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        let e = ok().encode(&request(
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        ));
         assert!(text(&e.head).ends_with("Connection: close\r\n\r\n") && !e.keep_alive);
-        let e = ok().close().encode(&request("GET / HTTP/1.1\r\n\r\n"));
+        let e = ok()
+            .close()
+            .encode(&request("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
         assert!(!e.keep_alive);
     }
 
     #[test]
     fn error_responses() {
-        let get = request("GET / HTTP/1.1\r\n\r\n");
+        let get = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         for (status, line) in [
             (Status::BAD_REQUEST, "400 Bad Request"),
             (Status::NOT_FOUND, "404 Not Found"),
@@ -423,7 +427,7 @@ mod tests {
 
     #[test]
     fn no_body_for_204_and_304() {
-        let get = request("GET / HTTP/1.1\r\n\r\n");
+        let get = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         for status in [Status::NO_CONTENT, Status::NOT_MODIFIED] {
             let e =
                 Response::with_body(status, "text/plain", Bytes::from_static(b"x")).encode(&get);
@@ -435,12 +439,12 @@ mod tests {
     #[test]
     fn cors_preflight() {
         let req = request(
-            "OPTIONS /live/a.m3u8 HTTP/1.1\r\nOrigin: https://p.example\r\nAccess-Control-Request-Method: GET\r\n\
+            "OPTIONS /live/a.m3u8 HTTP/1.1\r\nHost: h\r\nOrigin: https://p.example\r\nAccess-Control-Request-Method: GET\r\n\
              Access-Control-Request-Headers: range\r\n\r\n",
         );
         assert!(Response::is_preflight(&req));
         assert!(!Response::is_preflight(&request(
-            "OPTIONS * HTTP/1.1\r\n\r\n"
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"
         )));
         let e = Response::preflight(&req, "https://p.example", "GET, HEAD, OPTIONS").encode(&req);
         let head = text(&e.head);
