@@ -137,6 +137,12 @@ fn per_ip_limit_refuses_the_65th_connection_and_no_one_else() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(allowed.iter().all(|s| fate(s) == Fate::Open));
     assert_eq!(server.metric_where(REFUSED, &reason("ip_limit")), 2.0);
+    // An operator sees the limit bite in the log (rate-limited lines).
+    let log = server.log();
+    assert!(
+        log.contains("connection refused by [limits]") && log.contains("ip_limit"),
+        "{log}"
+    );
     wait_for(
         "only the attacker to be tracked",
         Duration::from_secs(3),

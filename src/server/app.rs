@@ -222,6 +222,7 @@ async fn shard_main(mut ctx: ShardContext<crate::server::media::MeshBatch>, shar
             config.limits.max_buffered_input_bytes_per_shard as usize,
         )),
         access: Access::new(gate, Arc::clone(&config), Arc::clone(&metrics), ctx.id),
+        refusal_log: RefCell::default(),
         metrics,
         shutdown: ctx.shutdown.clone(),
         stopping: LocalEvent::default(),
@@ -360,12 +361,17 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, shard: Rc<Shard>
         let admitted = match shard.admission.admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(why) => {
-                tracing::debug!(
-                    %peer,
-                    protocol = protocol.name(),
-                    reason = why.label(),
-                    "connection refused"
-                );
+                // Logged so an operator sees a limit biting, at most 10 lines a second
+                // per shard (the counter has them all).
+                if let Some(suppressed) = shard.refusal_log.borrow_mut().admit(Instant::now()) {
+                    tracing::info!(
+                        %peer,
+                        protocol = protocol.name(),
+                        reason = why.label(),
+                        suppressed,
+                        "connection refused by [limits]"
+                    );
+                }
                 stream.reset();
                 // A flood keeps accept() ready; let the shard's other tasks run.
                 rt::yield_if_needed().await;

@@ -12,7 +12,7 @@ use proto::media::StreamKey;
 use shards::event::LocalEvent;
 use shards::Shutdown;
 
-use crate::server::access::Access;
+use crate::server::access::{Access, LogLimiter};
 use crate::server::admission::Admission;
 use crate::server::budget::InputBudget;
 use crate::server::config::Config;
@@ -41,6 +41,8 @@ pub struct Shard {
     pub input_budget: RefCell<InputBudget>,
     /// Who may publish and play (`[auth]`, `[hooks]`, `[audit]`).
     pub access: Rc<Access>,
+    /// Rate limit of the log lines of connections refused at accept.
+    pub refusal_log: RefCell<LogLimiter>,
 }
 
 /// A raised gauge (see [`Shard::hold`]).

@@ -243,8 +243,10 @@ impl Denied {
 /// is reported with the next line.
 const REFUSAL_LOG_PER_SECOND: u32 = 10;
 
+/// Rate-limits refusal log lines (access refusals here, admission refusals in
+/// `server::app`): a flood of refused clients cannot flood the log.
 #[derive(Default)]
-struct LogLimiter {
+pub struct LogLimiter {
     window: Option<Instant>,
     logged: u32,
     suppressed: u64,
@@ -252,7 +254,7 @@ struct LogLimiter {
 
 impl LogLimiter {
     /// `Some(suppressed before this one)` when this line may be logged.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
         if self
             .window
             .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1))
