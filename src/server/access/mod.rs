@@ -208,6 +208,13 @@ pub struct Denied {
 }
 
 impl Denied {
+    pub fn of_token(refusal: &auth::Refusal) -> Denied {
+        Denied {
+            denial: Denial::of_token(refusal),
+            message: refusal.to_string(),
+        }
+    }
+
     /// The HTTP answer: 401 without a token, 503 when a hook could not decide, else 403.
     pub fn http_status(&self) -> Status {
         match self.denial {
@@ -358,34 +365,38 @@ impl Access {
     }
 
     /// The token check alone (no hook, no audit line when allowed): for HLS segment
-    /// and part requests, which come several times a second per viewer. A refusal is
-    /// counted, logged and audited like any other.
+    /// and part requests, which come several times a second per viewer, so where no
+    /// token is required it costs nothing. A refusal is counted, logged and audited
+    /// like any other.
     pub fn check_token(&self, a: &Attempt<'_>) -> Result<Option<Claims>, Denied> {
-        let token = auth::token_in_query(a.query);
-        let req = auth::Request {
-            action: a.action,
-            key: a.key,
-            peer_ip: a.peer.map(|p| p.ip()),
-            now_unix: now_unix(),
-        };
         if !self.needs_token(a.action, a.key.app()) {
-            // Not required: a valid token's claims still go to the hook.
-            let claims = token
-                .filter(|_| !self.gate.keys.is_empty())
-                .and_then(|t| auth::check(&self.gate.keys, Some(&t), &req).ok());
-            return Ok(claims);
+            return Ok(None);
         }
-        match auth::check(&self.gate.keys, token.as_deref(), &req) {
+        let token = auth::token_in_query(a.query);
+        match auth::check(&self.gate.keys, token.as_deref(), &self.request(a)) {
             Ok(claims) => Ok(Some(claims)),
             Err(refusal) => {
-                let denied = Denied {
-                    denial: Denial::of_token(&refusal),
-                    message: refusal.to_string(),
-                };
+                let denied = Denied::of_token(&refusal);
                 self.refused(a, &denied);
                 Err(denied)
             }
         }
+    }
+
+    fn request<'a>(&self, a: &Attempt<'a>) -> auth::Request<'a> {
+        auth::Request {
+            action: a.action,
+            key: a.key,
+            peer_ip: a.peer.map(|p| p.ip()),
+            now_unix: now_unix(),
+        }
+    }
+
+    /// The claims of a token given where none is required, for a hook to see; an
+    /// invalid one is ignored (nothing needed it).
+    fn optional_claims(&self, a: &Attempt<'_>) -> Option<Claims> {
+        let token = auth::token_in_query(a.query).filter(|_| !self.gate.keys.is_empty())?;
+        auth::check(&self.gate.keys, Some(&token), &self.request(a)).ok()
     }
 
     /// An RTMP connect whose tcUrl carries a token: one that cannot be valid for any
@@ -413,43 +424,40 @@ impl Access {
             Ok(_) => return Ok(()),
             Err(r) => r,
         };
-        let denied = Denied {
-            denial: Denial::of_token(&refusal),
-            message: refusal.to_string(),
-        };
-        ShardMetrics::add(&self.m().denials[denied.denial as usize], 1);
-        if let Some(suppressed) = self.log.borrow_mut().admit(Instant::now()) {
-            tracing::info!(
-                protocol = "rtmp",
-                ?peer,
-                ?app,
-                reason = denied.denial.label(),
-                suppressed,
-                "connect refused: {}",
-                denied.message
-            );
-        }
-        self.audit.write(
+        let denied = Denied::of_token(&refusal);
+        self.deny(
+            denied.denial,
             Entry::new("refused")
-                .field("protocol", "rtmp")
+                .field("protocol", Protocol::Rtmp.label())
                 .field("peer", peer.map(|p| p.to_string()))
                 .field("app", sanitize(app))
                 .field("action", "connect")
-                .field("outcome", "refused")
-                .field("reason", denied.denial.label())
-                .field("detail", denied.message.clone())
-                .field("shard", self.shard),
+                .field("detail", denied.message.clone()),
+            |suppressed| {
+                tracing::info!(
+                    protocol = Protocol::Rtmp.label(),
+                    ?peer,
+                    ?app,
+                    reason = denied.denial.label(),
+                    suppressed,
+                    "connect refused: {}",
+                    denied.message
+                )
+            },
         );
         Err(denied)
     }
 
     /// Decide a publish or play: token, then the decision hook. Audited and counted.
     pub async fn decide(self: &Rc<Self>, a: &Attempt<'_>) -> Result<Allowed, Denied> {
-        let claims = self.check_token(a)?;
+        let mut claims = self.check_token(a)?;
         let hook = match a.action {
             Action::Publish => self.gate.hooks.on_publish.as_ref(),
             Action::Play => self.gate.hooks.on_play.as_ref(),
         };
+        if claims.is_none() && hook.is_some() {
+            claims = self.optional_claims(a);
+        }
         let mut allowed = Allowed {
             key: a.key.clone(),
             record: None,
@@ -532,50 +540,59 @@ impl Access {
             .field("shard", self.shard)
     }
 
-    /// Count, log (rate-limited) and audit a refusal.
-    fn refused(&self, a: &Attempt<'_>, d: &Denied) {
-        ShardMetrics::add(&self.m().denials[d.denial as usize], 1);
+    /// The one sink of every refusal: counted by reason, logged through the shard's
+    /// rate limit (`log` gets the count of lines left out before it), audited.
+    fn deny(&self, denial: Denial, entry: Entry, log: impl FnOnce(u64)) {
+        ShardMetrics::add(&self.m().denials[denial as usize], 1);
         if let Some(suppressed) = self.log.borrow_mut().admit(Instant::now()) {
-            tracing::info!(
-                protocol = a.protocol.label(),
-                peer = ?a.peer,
-                stream = %a.key,
-                action = a.action.as_str(),
-                reason = d.denial.label(),
-                suppressed,
-                "{} refused: {}",
-                a.action.as_str(),
-                d.message
-            );
+            log(suppressed);
         }
         self.audit.write(
-            self.entry("refused", a)
+            entry
                 .field("outcome", "refused")
-                .field("reason", d.denial.label())
-                .field("detail", d.message.clone()),
+                .field("reason", denial.label())
+                .field("shard", self.shard),
+        );
+    }
+
+    /// A refused publish or play.
+    fn refused(&self, a: &Attempt<'_>, d: &Denied) {
+        self.deny(
+            d.denial,
+            self.entry("refused", a).field("detail", d.message.clone()),
+            |suppressed| {
+                tracing::info!(
+                    protocol = a.protocol.label(),
+                    peer = ?a.peer,
+                    stream = %a.key,
+                    action = a.action.as_str(),
+                    reason = d.denial.label(),
+                    suppressed,
+                    "{} refused: {}",
+                    a.action.as_str(),
+                    d.message
+                )
+            },
         );
     }
 
     /// An API request refused for its bearer token.
     pub fn api_refused(&self, peer: Option<SocketAddr>, path: &str) {
-        ShardMetrics::add(&self.m().denials[Denial::ApiToken as usize], 1);
-        if let Some(suppressed) = self.log.borrow_mut().admit(Instant::now()) {
-            tracing::info!(
-                ?peer,
-                ?path,
-                suppressed,
-                "API request refused: no valid bearer token"
-            );
-        }
-        self.audit.write(
+        self.deny(
+            Denial::ApiToken,
             Entry::new("refused")
-                .field("protocol", "http")
+                .field("protocol", Protocol::Http.label())
                 .field("peer", peer.map(|p| p.to_string()))
                 .field("action", "api")
-                .field("path", sanitize(path))
-                .field("outcome", "refused")
-                .field("reason", Denial::ApiToken.label())
-                .field("shard", self.shard),
+                .field("path", sanitize(path)),
+            |suppressed| {
+                tracing::info!(
+                    ?peer,
+                    ?path,
+                    suppressed,
+                    "API request refused: no valid bearer token"
+                )
+            },
         );
     }
 
@@ -583,7 +600,7 @@ impl Access {
     pub fn kicked(&self, peer: Option<SocketAddr>, key: &StreamKey) {
         self.audit.write(
             Entry::new("kick")
-                .field("protocol", "http")
+                .field("protocol", Protocol::Http.label())
                 .field("peer", peer.map(|p| p.to_string()))
                 .field("stream", key.as_str())
                 .field("action", "kick")
